@@ -1,0 +1,1 @@
+"""Dataset readers, TFDS builders and the tf.data clip pipeline for ifdd_jax."""

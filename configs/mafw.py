@@ -1,0 +1,18 @@
+"""MAFW with the paper's settings: 32 frames at 224², 11 classes, 5-fold cross validation.
+
+Usage: --config=configs/mafw.py:model=ifdd_2dcnn,flavor=paper,fold=1
+"""
+
+from ifdd_jax import config_lib
+
+
+def get_config(arg=None):
+    args = config_lib.parse_arg(arg, fold=1, **config_lib.MODEL_ARGS)
+    config = config_lib.base_config()
+    config.dataset = "mafw"
+    config.fold = args.fold
+    config.num_classes = 11
+    config.input.num_frames = 32
+    config.input.image_size = 224
+    config_lib.apply_model_args(config, args)
+    return config

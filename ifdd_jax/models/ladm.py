@@ -1,0 +1,177 @@
+"""LADM, the Lifting-based Aggregation-Disentanglement Module (paper Eqs. 5-8).
+
+LADM takes the static and dynamic groups X_S, X_D `[B, T/2, H, W, C]` from ISSM and applies one
+lifting step whose operators are cross attentions:
+
+  updater   U(X_D | X_S) = MLP(softmax(Q(X_S) K(X_D)ᵀ / sqrt(d)) V(X_D))      Y_S = X_S + U   (Eqs. 5-6)
+  predictor P(Y_S | X_D) = MLP(softmax(Q(X_D) K(Y_S)ᵀ / sqrt(d)) V(Y_S))      Y_D = X_D - P   (Eqs. 7-8)
+
+Y_S aggregates the emotion-irrelevant (static) context, Y_D keeps the disentangled dynamics;
+Y_D is then compressed to the classification vector `[B, C]` by a learned linear weighting of its
+T/2·H·W tokens (`project_compress`).
+
+`variant` selects the ablations of the paper's Tables 10-11:
+  * "lifting": updater first, then predictor (default; Table 10's better order);
+  * "predictor_first": Y_D = X_D - P(X_S | X_D), then Y_S = X_S + U(Y_D | X_S);
+  * "no_mutual": transformer lifting without the mutual relation: each operator attends within
+    one group, Y_S = X_S + U(X_D | X_D), Y_D = X_D - P(Y_S | Y_S);
+  * "cnn": CNN lifting, U and P are each two (3D conv 3×3×3 + BN + ReLU) layers on one group,
+    Y_S = X_S + U(X_D), Y_D = X_D - P(Y_S), with no query/key relation between the groups;
+  * "none": no lifting, Y_S = X_S and Y_D = X_D (the "ISSM only" row).
+
+Paper vs released code (`flavor`), written here once:
+* The paper uses one head scaled by 1/sqrt(C) and an MLP (FC + GELU) after the attention. The
+  released code uses 8 heads (scale 1/sqrt(C/8)), adds the value tensor to the attention output
+  (A = softmax(QKᵀ)V + V) and applies a single Linear (no GELU) after it.
+* The released code layer-normalises X_S and X_D first ("WaveNorm", two LayerNorms, eps 1e-5), so
+  Y_S = LN(X_S) + U.
+* The paper only says Y_D is "flattened and projected by MLP". The released code first runs
+  Y_D <- Y_D + SD(proj(MHSA(LN1(Y_D)))) and then Y_D <- SD(MLP(LN2(Y_D))) with **no residual around
+  the MLP**, SD being whole-sample stochastic depth (p = 0.2; in training about 20 % of samples
+  reach the head with a zero feature), before `project_compress` (Linear over the tokens, no
+  bias). The paper flavor goes straight to `project_compress`, the released compression (the
+  paper names no other).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from ifdd_jax.models.layers import (
+    StochasticDepth,
+    attend,
+    check_flavor,
+    gelu,
+    torch_default_init,
+)
+
+VARIANTS = ("lifting", "predictor_first", "no_mutual", "cnn", "none")
+
+
+def _dense(features: int, name: str, use_bias: bool = True) -> nn.Dense:
+    return nn.Dense(features, use_bias=use_bias, kernel_init=torch_default_init, name=name)
+
+
+class LiftingAttention(nn.Module):
+    """One lifting operator (updater or predictor) as cross attention.
+
+    `queries` `[B, N, C]` attend over `context` `[B, M, C]`; returns the correction `[B, N, C]`.
+    """
+
+    num_heads: int
+    flavor: str
+
+    @nn.compact
+    def __call__(self, queries: jax.Array, context: jax.Array) -> jax.Array:
+        c = queries.shape[-1]
+        q = _dense(c, "q")(queries)
+        kv = _dense(2 * c, "kv")(context)
+        # The released code splits kv as [2, heads, head_dim]: first half keys, second half values.
+        k, v = kv[..., :c], kv[..., c:]
+        a = attend(q, k, v, self.num_heads)
+        if self.flavor == "reference":
+            return _dense(c, "project")(a + v)
+        return gelu(_dense(c, "project")(a))
+
+
+class ConvLifting(nn.Module):
+    """A CNN lifting operator: two (Conv3d 3×3×3 + BN + ReLU) layers. `[B, t, H, W, C]` in and out."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        c = x.shape[-1]
+        for i in range(2):
+            x = nn.Conv(
+                c, (3, 3, 3), padding=((1, 1),) * 3, use_bias=False, name=f"conv{i}",
+                kernel_init=torch_default_init,
+            )(x)
+            x = nn.BatchNorm(
+                use_running_average=not train, momentum=0.9, epsilon=1e-5, name=f"bn{i}"
+            )(x)
+            x = jax.nn.relu(x)
+        return x
+
+
+class ReferenceDynamicRefiner(nn.Module):
+    """The released post-processing of Y_D (reference flavor only), tokens `[B, N, C]` in and out:
+    Y_D + SD(proj(MHSA(LN1(Y_D)))), then SD(MLP(LN2(·))) with no residual around the MLP."""
+
+    num_heads: int
+    drop_path: float
+
+    @nn.compact
+    def __call__(self, y: jax.Array, *, train: bool) -> jax.Array:
+        c = y.shape[-1]
+        drop = StochasticDepth(self.drop_path)
+        h = nn.LayerNorm(epsilon=1e-5, name="norm1")(y)
+        qkv = _dense(3 * c, "qkv")(h)
+        # PyTorch reshapes qkv to [N, 3, heads, head_dim]: q, k, v are consecutive C-wide chunks.
+        h = attend(qkv[..., :c], qkv[..., c : 2 * c], qkv[..., 2 * c :], self.num_heads)
+        y = y + drop(_dense(c, "proj")(h), deterministic=not train)
+        h = nn.LayerNorm(epsilon=1e-5, name="norm2")(y)
+        h = _dense(c, "mlp_fc2")(gelu(_dense(4 * c, "mlp_fc1")(h)))
+        return drop(h, deterministic=not train)
+
+
+class LADM(nn.Module):
+    """Lifting step on (X_S, X_D) `[B, t, H, W, C]`.
+
+    Returns a dict: `static` (Y_S) and `dynamic` (Y_D, after the reference refinement where that
+    applies) as `[B, t, H, W, C]`, and `feature`, the classification vector `[B, C]`.
+    """
+
+    variant: str = "lifting"
+    flavor: str = "paper"
+    num_heads: Optional[int] = None  # None -> 1 (paper) or 8 (reference)
+    drop_path: float = 0.2  # whole-sample stochastic depth of the reference refinement
+
+    @nn.compact
+    def __call__(self, static: jax.Array, dynamic: jax.Array, *, train: bool = False) -> dict:
+        check_flavor(self.flavor)
+        if self.variant not in VARIANTS:
+            raise ValueError(f"LADM variant must be one of {VARIANTS}, got {self.variant!r}")
+        if static.shape != dynamic.shape or static.ndim != 5:
+            raise ValueError(
+                f"LADM expects two groups [B, t, H, W, C] of one shape, got {static.shape} "
+                f"and {dynamic.shape}"
+            )
+        grid = static.shape
+        b, c = grid[0], grid[-1]
+        heads = self.num_heads or (1 if self.flavor == "paper" else 8)
+        xs = static.reshape(b, -1, c)
+        xd = dynamic.reshape(b, -1, c)
+        if self.flavor == "reference":
+            xs = nn.LayerNorm(epsilon=1e-5, name="static_norm")(xs)
+            xd = nn.LayerNorm(epsilon=1e-5, name="dynamic_norm")(xd)
+
+        if self.variant == "cnn":
+            update, predict = ConvLifting(name="updater"), ConvLifting(name="predictor")
+            ys = xs + update(xd.reshape(grid), train=train).reshape(xs.shape)
+            yd = xd - predict(ys.reshape(grid), train=train).reshape(xd.shape)
+        elif self.variant == "none":
+            ys, yd = xs, xd
+        else:
+            update = LiftingAttention(heads, self.flavor, name="updater")
+            predict = LiftingAttention(heads, self.flavor, name="predictor")
+            if self.variant == "lifting":
+                ys = xs + update(xs, xd)
+                yd = xd - predict(xd, ys)
+            elif self.variant == "predictor_first":
+                yd = xd - predict(xd, xs)
+                ys = xs + update(xs, yd)
+            else:  # no_mutual
+                ys = xs + update(xd, xd)
+                yd = xd - predict(ys, ys)
+
+        if self.flavor == "reference":
+            yd = ReferenceDynamicRefiner(heads, self.drop_path, name="refiner")(yd, train=train)
+
+        # project_compress: a learned weighting of the N tokens, Linear(N -> 1, no bias).
+        n = yd.shape[1]
+        weights = self.param("project_compress", torch_default_init, (n, 1))
+        feature = jnp.einsum("bnc,no->bc", yd, weights.astype(yd.dtype))
+        return dict(static=ys.reshape(grid), dynamic=yd.reshape(grid), feature=feature)

@@ -1,0 +1,110 @@
+"""Small building blocks shared by the IFDD modules: initialisers, multi-head attention
+arithmetic, whole-sample stochastic depth and the flavor check.
+
+Everything is channels-last. Attention works on token sequences `[B, N, C]`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+FLAVORS = ("paper", "reference")
+
+Initializer = Callable[..., jax.Array]
+
+# PyTorch's default for nn.Linear / nn.Conv (kaiming_uniform with a=sqrt(5)) is U(-1/sqrt(fan_in),
+# 1/sqrt(fan_in)); variance_scaling(1/3, fan_in, uniform) draws from exactly that range. The
+# released IFDD code keeps this default for the pyramid and LADM layers.
+torch_default_init: Initializer = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+# torchvision's MobileNetV2 initialises convolutions with kaiming_normal(mode="fan_out").
+kaiming_fan_out_init: Initializer = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def trunc_normal_init(std: float) -> Initializer:
+    """Truncated normal with the given standard deviation (timm/PyTorch `trunc_normal_` style)."""
+    return nn.initializers.truncated_normal(stddev=std)
+
+
+def check_flavor(flavor: str) -> str:
+    if flavor not in FLAVORS:
+        raise ValueError(f"flavor must be one of {FLAVORS}, got {flavor!r}")
+    return flavor
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact (erf) GELU, as PyTorch's nn.GELU; jax.nn.gelu defaults to the tanh approximation."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+def split_heads(x: jax.Array, num_heads: int) -> jax.Array:
+    """`[B, N, C]` -> `[B, heads, N, C // heads]`."""
+    b, n, c = x.shape
+    if c % num_heads:
+        raise ValueError(f"channels {c} are not divisible by num_heads {num_heads}")
+    return x.reshape(b, n, num_heads, c // num_heads).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x: jax.Array) -> jax.Array:
+    """`[B, heads, N, D]` -> `[B, N, heads * D]`."""
+    b, h, n, d = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(b, n, h * d)
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, num_heads: int) -> jax.Array:
+    """Scaled dot-product attention over all tokens.
+
+    Args:
+      q: queries `[B, Nq, C]`; k, v: keys and values `[B, Nk, C]`.
+      num_heads: heads; the logits are scaled by 1/sqrt(C // heads).
+    Returns:
+      `[B, Nq, C]`, heads merged back in the order `[head, head_dim]` (PyTorch's order).
+    """
+    qh, kh, vh = (split_heads(t, num_heads) for t in (q, k, v))
+    scale = qh.shape[-1] ** -0.5
+    logits = jnp.einsum("bhqd,bhkd->bhqk", qh * scale, kh)
+    weights = jax.nn.softmax(logits, axis=-1)
+    return merge_heads(jnp.einsum("bhqk,bhkd->bhqd", weights, vh))
+
+
+class StochasticDepth(nn.Module):
+    """Drops the whole input of a sample with probability `rate` ("row" mode) and rescales the
+    survivors by 1/(1 - rate). Uses the `dropout` RNG stream."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"stochastic depth rate must be in [0, 1], got {self.rate}")
+        if deterministic or self.rate == 0.0:
+            return x
+        if self.rate == 1.0:
+            return jnp.zeros_like(x)
+        keep = 1.0 - self.rate
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def fold_time(x: jax.Array) -> jax.Array:
+    """`[B, T, H, W, C]` -> `[B*T, H, W, C]` so that 2D layers run per frame."""
+    b, t = x.shape[:2]
+    return x.reshape((b * t,) + x.shape[2:])
+
+
+def unfold_time(x: jax.Array, batch: int) -> jax.Array:
+    """`[B*T, H, W, C]` -> `[B, T, H, W, C]`."""
+    return x.reshape((batch, x.shape[0] // batch) + x.shape[1:])
+
+
+def temporal_pair_mean(x: jax.Array) -> jax.Array:
+    """P_T↓2: averages frame pairs (2t, 2t+1). `[B, T, ...]` -> `[B, T//2, ...]`, T even."""
+    b, t = x.shape[:2]
+    if t % 2:
+        raise ValueError(f"temporal pooling by 2 needs an even number of frames, got {t}")
+    return x.reshape((b, t // 2, 2) + x.shape[2:]).mean(axis=2)

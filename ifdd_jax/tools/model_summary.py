@@ -1,0 +1,176 @@
+"""Parameter count and cost of a configured model, per top-level module and in total.
+
+    python -m ifdd_jax.tools.model_summary --config=configs/dfew.py:model=ifdd_2dcnn
+
+prints a table and the two lines `params: <N> M` and `GFLOPs: <G>` for one clip of the config's
+input size (B = 1). Costs are multiply-accumulates, as the paper counts them: XLA's cost analysis
+reports 2 flops per MAC, so its figure is halved. XLA also counts the cheap elementwise work
+(normalisation, activations, softmax), which the paper's counter may not; that makes our figure a
+few percent higher. Parameters are the trainable `params` collection (BatchNorm running statistics
+are not parameters, as in PyTorch's count). Nothing is executed: shapes come from
+`jax.eval_shape` and costs from lowering, so full-size models are summarised in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, List, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+import ml_collections
+
+from ifdd_jax.models import build_model
+
+# Params (M) and GFLOPs (= GMACs) as the paper reports them (Table 12 and the appendix).
+PAPER_COSTS = {
+    "ifdd_2dcnn": ("IFDD-2DCNN", 1.18, 3.86),
+    "baseline_mobilenet_v2": ("MobileNetV2 + MLP baseline", 1.55, 3.73),
+    "ifdd_3dvit": ("IFDD-3DViT", 37.44, 36.01),
+    "baseline_mvit": ("MViT baseline", 23.41, 32.83),
+}
+
+
+@dataclasses.dataclass
+class ModuleCost:
+    name: str
+    params: int
+    macs: Optional[float]
+    output: str
+
+
+@dataclasses.dataclass
+class Summary:
+    model_name: str
+    flavor: str
+    input_shape: tuple
+    params: int
+    macs: float
+    modules: List[ModuleCost]
+    outputs: dict
+
+
+def count_params(tree: Any) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(tree)))
+
+
+def _macs(fn, *args) -> float:
+    """MACs of `fn` at the abstract `args`, from XLA's cost analysis of the lowered program."""
+    cost = jax.jit(fn).lower(*args).cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older JAX returned one dict per computation
+        cost = cost[0]
+    return float(cost["flops"]) / 2.0
+
+
+def _shape_text(tree: Any) -> str:
+    leaves = jax.tree.leaves(tree)
+    if isinstance(tree, dict):
+        return ", ".join(f"{k} {list(v.shape)}" for k, v in tree.items() if hasattr(v, "shape"))
+    return "; ".join(str(list(x.shape)) for x in leaves)
+
+
+def input_shape(config: ml_collections.ConfigDict, batch: int = 1) -> tuple:
+    size = config.input.image_size
+    return (batch, config.input.num_frames, size, size, 3)
+
+
+def summarize(config: ml_collections.ConfigDict, batch: int = 1) -> Summary:
+    """Builds the configured model and measures it at [batch, T, S, S, 3] (eval mode)."""
+    model = build_model(config)
+    clips = jax.ShapeDtypeStruct(input_shape(config, batch), jnp.float32)
+    rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+    variables = jax.eval_shape(lambda x: model.init(rngs, x, train=False), clips)
+
+    # Record each top-level submodule's call (its unbound clone and abstract arguments).
+    calls: list = []
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        module = context.module
+        if context.method_name == "__call__" and len(module.path) == 1:
+            abstract = jax.tree.map(
+                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype) if hasattr(a, "shape") else a,
+                (args, kwargs),
+            )
+            calls.append((module.path[0], module.clone(parent=None), abstract, out))
+        return out
+
+    def forward(v, x):
+        with nn.intercept_methods(record):
+            return model.apply(v, x, train=False)
+
+    outputs = jax.eval_shape(forward, variables, clips)
+    total_macs = _macs(lambda v, x: model.apply(v, x, train=False)["logits"], variables, clips)
+
+    modules = []
+    for name, module, (args, kwargs), out in calls:
+        sub_vars = {col: tree[name] for col, tree in variables.items() if name in tree}
+
+        # Array arguments are traced; the rest (e.g. train=False) stay static.
+        leaves, treedef = jax.tree.flatten((args, kwargs))
+        is_array = [isinstance(x, jax.ShapeDtypeStruct) for x in leaves]
+
+        def sub_forward(v, arrays, module=module, leaves=leaves, treedef=treedef, is_array=is_array):
+            it = iter(arrays)
+            filled = [next(it) if flag else x for x, flag in zip(leaves, is_array)]
+            a, kw = jax.tree.unflatten(treedef, filled)
+            return module.apply(v, *a, **kw)
+
+        arrays = [x for x, flag in zip(leaves, is_array) if flag]
+        macs = _macs(sub_forward, sub_vars, arrays)
+        modules.append(
+            ModuleCost(name, count_params(sub_vars.get("params", {})), macs, _shape_text(out))
+        )
+    return Summary(
+        model_name=config.model_name,
+        flavor=config.flavor,
+        input_shape=clips.shape,
+        params=count_params(variables["params"]),
+        macs=total_macs,
+        modules=modules,
+        outputs={k: tuple(v.shape) for k, v in outputs.items()},
+    )
+
+
+def format_summary(summary: Summary) -> str:
+    lines = [
+        f"model: {summary.model_name}   flavor: {summary.flavor}   "
+        f"input: {list(summary.input_shape)} (B, T, H, W, C)",
+        "",
+        f"{'module':<10} {'params (M)':>11} {'GMACs':>8}   output",
+    ]
+    for m in summary.modules:
+        macs = f"{m.macs / 1e9:8.3f}" if m.macs is not None else f"{'-':>8}"
+        lines.append(f"{m.name:<10} {m.params / 1e6:11.4f} {macs}   {m.output}")
+    lines.append(f"{'total':<10} {summary.params / 1e6:11.4f} {summary.macs / 1e9:8.3f}")
+    lines.append("")
+    lines.append(f"params: {summary.params / 1e6:.4f} M")
+    lines.append(f"GFLOPs: {summary.macs / 1e9:.3f}")
+    if summary.model_name in PAPER_COSTS:
+        label, p, g = PAPER_COSTS[summary.model_name]
+        dp = 100.0 * (summary.params / 1e6 - p) / p
+        dg = 100.0 * (summary.macs / 1e9 - g) / g
+        lines.append(
+            f"paper ({label}): {p:.2f} M params, {g:.2f} GFLOPs   "
+            f"(ours {dp:+.1f} % params, {dg:+.1f} % GFLOPs)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> None:
+    del argv
+    from absl import flags
+
+    summary = summarize(flags.FLAGS.config, batch=flags.FLAGS.batch)
+    print(format_summary(summary))
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "Config file (file.py:args).", lock_config=True)
+    flags.DEFINE_integer("batch", 1, "Batch size of the measured clip batch.")
+    flags.mark_flags_as_required(["config"])
+    app.run(main)

@@ -1,0 +1,14 @@
+"""Test setup: 8 virtual CPU devices (set before JAX initialises its backend) so that sharding
+tests can compare 1 and 8 devices."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The test programs are tiny, so XLA's compile time dominates: skip its backend optimisations.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+).strip()
+
+import jax  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 8)

@@ -1,0 +1,196 @@
+"""ISSM: Eqs. 1-4, the reference sampling quirk, the variants and their failure modes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ifdd_jax.models.issm import (
+    ISSM,
+    initial_indices,
+    interpolate_frames,
+    reference_positions,
+    resolve_index_range,
+)
+
+T, H, W, C = 8, 3, 3, 6
+
+
+def _x(seed=0, b=2, t=T):
+    return jax.random.normal(jax.random.key(seed), (b, t, H, W, C))
+
+
+def _init(module, x):
+    return module.init({"params": jax.random.key(1)}, x)
+
+
+def _zero_offsets(variables):
+    """Zeroes the offset Linears (kernel and bias) so that ΔI = 0."""
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, v: jnp.zeros_like(v)
+        if any(getattr(k, "key", None) in ("static_offset", "dynamic_offset") for k in path)
+        else v,
+        variables["params"],
+    )
+    return {**variables, "params": params}
+
+
+def test_initial_indices():
+    s, d = initial_indices(8, "even_odd")
+    np.testing.assert_array_equal(s, [0, 2, 4, 6])
+    np.testing.assert_array_equal(d, [1, 3, 5, 7])
+    s, d = initial_indices(8, "midpoint")
+    np.testing.assert_array_equal(s, [0.5, 2.5, 4.5, 6.5])
+    np.testing.assert_array_equal(d, s)
+    with pytest.raises(ValueError, match="even number of frames"):
+        initial_indices(7, "even_odd")
+    with pytest.raises(ValueError, match="init must be one of"):
+        initial_indices(8, "random")
+
+
+def test_interpolation_hand_computed():
+    # Frame t holds the value 10·t + 1 everywhere, so reading position p gives 10·p + 1.
+    x = (10.0 * jnp.arange(4.0) + 1.0)[None, :, None, None, None] * jnp.ones((1, 4, 1, 1, 2))
+    positions = jnp.array([[1.25, 2.0, 0.0, 3.0]])
+    out = interpolate_frames(x, positions)
+    np.testing.assert_allclose(out[0, :, 0, 0, 0], [13.5, 21.0, 1.0, 31.0], rtol=1e-6)
+    # Non-linear content: X[1.25] = 0.75·X[1] + 0.25·X[2].
+    x = jax.random.normal(jax.random.key(3), (1, 4, 2, 2, 3))
+    out = interpolate_frames(x, jnp.array([[1.25]]))
+    np.testing.assert_allclose(out[0, 0], 0.75 * x[0, 1] + 0.25 * x[0, 2], rtol=1e-6)
+
+
+def test_interpolation_gradient_is_frame_difference():
+    x = jax.random.normal(jax.random.key(4), (1, 4, 2, 2, 3))
+    grad = jax.grad(lambda p: interpolate_frames(x, p).sum())(jnp.array([[1.4]]))
+    np.testing.assert_allclose(grad[0, 0], (x[0, 2] - x[0, 1]).sum(), rtol=1e-5)
+
+
+def test_reference_positions_match_grid_sample_quirk():
+    # reference-ifdd §3a: with zero offsets the even slots read {0, 1.79, 4.07, 6.36} and the odd
+    # slots {0.64, 2.93, 5.21, 7} for T = 8.
+    even = reference_positions(jnp.array([0.0, 2.0, 4.0, 6.0]), 8)
+    odd = reference_positions(jnp.array([1.0, 3.0, 5.0, 7.0]), 8)
+    np.testing.assert_allclose(even, [0.0, 8 * 2 / 7 - 0.5, 8 * 4 / 7 - 0.5, 8 * 6 / 7 - 0.5], rtol=1e-6)
+    np.testing.assert_allclose(even, [0.0, 1.7857, 4.0714, 6.3571], atol=1e-4)
+    np.testing.assert_allclose(odd, [0.6429, 2.9286, 5.2143, 7.0], atol=1e-4)
+
+
+def test_index_range_resolution():
+    assert resolve_index_range(None, 8, "paper") == 4.0
+    assert resolve_index_range(None, 8, "reference") == 2.0
+    assert resolve_index_range("T/4", 8, "paper") == 2.0
+    assert resolve_index_range("1.5", 8, "paper") == 1.5
+    assert resolve_index_range(3, 8, "reference") == 3.0
+    with pytest.raises(ValueError, match="number or 'T/k'"):
+        resolve_index_range("quarter", 8, "paper")
+    with pytest.raises(ValueError, match="positive"):
+        resolve_index_range("0", 8, "paper")
+
+
+def test_paper_zero_offsets_reproduce_even_odd_frames():
+    x = _x()
+    module = ISSM(flavor="paper")
+    variables = _zero_offsets(_init(module, x))
+    out = module.apply(variables, x)
+    np.testing.assert_array_equal(out["static"], x[:, 0::2])
+    np.testing.assert_array_equal(out["dynamic"], x[:, 1::2])
+    np.testing.assert_array_equal(out["static_index"], jnp.tile(jnp.array([0.0, 2, 4, 6]), (2, 1)))
+    assert out["similarity"].shape == (2, T, T)
+
+
+def test_reference_zero_offsets_read_quirk_positions():
+    x = _x()
+    module = ISSM(flavor="reference")
+    variables = _init(module, x)
+    # The released offset Linears have no bias; time_project exists but is unused.
+    assert "bias" not in variables["params"]["static_offset"]
+    assert set(variables["params"]["time_project"]) == {
+        "layer0_kernel", "layer0_bias", "layer2_kernel", "layer2_bias"
+    }
+    out = module.apply(_zero_offsets(variables), x)
+    expected = reference_positions(jnp.arange(0.0, T, 2.0), T)
+    np.testing.assert_allclose(out["static_index"][0], expected, rtol=1e-6)
+    np.testing.assert_allclose(out["static"][:, 1], 0.2143 * x[:, 1] + 0.7857 * x[:, 2], atol=1e-4)
+    np.testing.assert_allclose(out["dynamic"][:, 3], x[:, 7], rtol=1e-6)
+
+
+def test_midpoint_init_with_zero_offsets_averages_pairs():
+    x = _x()
+    module = ISSM(flavor="paper", init_index="midpoint")
+    out = module.apply(_zero_offsets(_init(module, x)), x)
+    pairs = 0.5 * (x[:, 0::2] + x[:, 1::2])
+    np.testing.assert_allclose(out["static"], pairs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["dynamic"], pairs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("flavor", ["paper", "reference"])
+@pytest.mark.parametrize("split", ["issm", "entire", "weighting"])
+def test_indices_stay_in_range_and_within_L(flavor, split):
+    x = 5.0 * _x(seed=7)
+    module = ISSM(split=split, flavor=flavor, index_range="T/4")
+    variables = _init(module, x)
+    # Blow the offset weights up so tanh saturates: indices must still stay in [0, T-1].
+    big = jax.tree.map(lambda v: 1000.0 * v, variables)
+    for v in (variables, big):
+        out = module.apply(v, x)
+        for key in ("static_index", "dynamic_index"):
+            idx = np.asarray(out[key])
+            assert idx.shape == (2, T // 2)
+            assert np.all(idx >= 0.0) and np.all(idx <= T - 1.0), (key, idx)
+        if split != "weighting" and flavor == "paper":
+            # |ΔI| < L = T/4 = 2 around the even / odd starting points.
+            assert np.all(np.abs(out["static_index"] - np.arange(0, T, 2)) <= 2.0 + 1e-5)
+            assert np.all(np.abs(out["dynamic_index"] - np.arange(1, T, 2)) <= 2.0 + 1e-5)
+        assert out["static"].shape == (2, T // 2, H, W, C)
+
+
+@pytest.mark.parametrize("flavor", ["paper", "reference"])
+@pytest.mark.parametrize(
+    "split,param_name",
+    [("issm", "static_offset"), ("entire", "index_mlp_out"), ("weighting", "static_weighting")],
+)
+def test_gradients_reach_the_index_parameters(flavor, split, param_name):
+    x = _x(seed=11)
+    module = ISSM(split=split, flavor=flavor)
+    variables = _init(module, x)
+    probe_s = jax.random.normal(jax.random.key(12), (2, T // 2, H, W, C))
+    probe_d = jax.random.normal(jax.random.key(13), (2, T // 2, H, W, C))
+
+    def loss(params):
+        out = module.apply({"params": params}, x)
+        return jnp.sum(out["static"] * probe_s) + jnp.sum(out["dynamic"] * probe_d)
+
+    grads = jax.grad(loss)(variables["params"])
+    g = np.asarray(grads[param_name]["kernel"])
+    assert np.all(np.isfinite(g))
+    assert np.abs(g).max() > 0.0
+
+
+def test_even_odd_split_has_no_parameters():
+    x = _x()
+    module = ISSM(split="even_odd")
+    variables = _init(module, x)
+    assert not variables.get("params")
+    out = module.apply(variables, x)
+    np.testing.assert_array_equal(out["static"], x[:, 0::2])
+    np.testing.assert_array_equal(out["dynamic"], x[:, 1::2])
+
+
+def test_weighting_is_a_convex_combination_of_frames():
+    x = jnp.broadcast_to(jax.random.normal(jax.random.key(5), (2, 1, H, W, C)), (2, T, H, W, C))
+    module = ISSM(split="weighting")
+    out = module.apply(_init(module, x), x)
+    # Every frame is the same, so any convex combination over time returns that frame.
+    np.testing.assert_allclose(out["static"], x[:, : T // 2], rtol=1e-5, atol=1e-5)
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="split must be one of"):
+        ISSM(split="nope").init(jax.random.key(0), _x())
+    with pytest.raises(ValueError, match="flavor must be one of"):
+        ISSM(flavor="pytorch").init(jax.random.key(0), _x())
+    with pytest.raises(ValueError, match=r"X \[B, T, H, W, C\]"):
+        ISSM().init(jax.random.key(0), jnp.zeros((2, T, C)))
+    with pytest.raises(ValueError, match="even number of frames"):
+        ISSM().init(jax.random.key(0), _x(t=5))

@@ -144,8 +144,10 @@ def test_paper_flavor_has_no_norms_and_reference_has_the_released_layers():
     assert set(paper) == {"updater", "predictor", "project_compress"}
     ref = LADM(flavor="reference").init(jax.random.key(0), xs, xd)["params"]
     assert set(ref) == {
-        "static_norm", "dynamic_norm", "updater", "predictor", "refiner", "project_compress"
+        "positions", "static_norm", "dynamic_norm", "updater", "predictor", "refiner",
+        "project_compress",
     }
+    assert ref["positions"]["temporal_pos"].shape == (2 * TT, C)
     assert ref["project_compress"].shape == (TT * H * W, 1)
 
 

@@ -95,8 +95,8 @@ def _one_step(config):
     return loss, grads, params, new_params
 
 
-# Parameters the released network holds but never applies (see issm.py).
-UNUSED = ("time_project",)
+# Parameters the released network holds but never applies (see issm.py and ladm.py).
+UNUSED = ("time_project", "positions")
 
 
 def _assert_step_trains(loss, grads, params, new_params):

@@ -31,6 +31,9 @@ Paper vs released code (`flavor`), written here once:
   reach the head with a zero feature), before `project_compress` (Linear over the tokens, no
   bias). The paper flavor goes straight to `project_compress`, the released compression (the
   paper names no other).
+* The released module also holds positional embeddings (spatial [H·W, C], temporal [T, C], class
+  [C], zeros) that are never added (`pos=False`); the reference flavor creates them, unused, so
+  parameter counts and converted checkpoints line up.
 """
 
 from __future__ import annotations
@@ -117,6 +120,18 @@ class ReferenceDynamicRefiner(nn.Module):
         return drop(h, deterministic=not train)
 
 
+class _UnusedPositions(nn.Module):
+    """The released module's positional embeddings (zeros), created but never added."""
+
+    @nn.compact
+    def __call__(self, grid: tuple) -> None:
+        _, t, h, w, c = grid
+        zeros = nn.initializers.zeros
+        self.param("spatial_pos", zeros, (h * w, c))
+        self.param("temporal_pos", zeros, (2 * t, c))  # T of X, before the split into halves
+        self.param("class_pos", zeros, (c,))
+
+
 class LADM(nn.Module):
     """Lifting step on (X_S, X_D) `[B, t, H, W, C]`.
 
@@ -145,6 +160,7 @@ class LADM(nn.Module):
         xs = static.reshape(b, -1, c)
         xd = dynamic.reshape(b, -1, c)
         if self.flavor == "reference":
+            _UnusedPositions(name="positions")(grid)
             xs = nn.LayerNorm(epsilon=1e-5, name="static_norm")(xs)
             xd = nn.LayerNorm(epsilon=1e-5, name="dynamic_norm")(xd)
 

@@ -9,11 +9,8 @@ from ifdd_jax import config_lib
 
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, fold=1, **config_lib.MODEL_ARGS)
-    config = config_lib.base_config()
-    config.dataset = "dfew"
+    config = config_lib.base_config("dfew")
     config.fold = args.fold
-    config.num_classes = 7
-    config.input.num_frames = 16
-    config.input.image_size = 224
+    config_lib.finalize_dataset(config, num_frames=16, image_size=224, num_classes=7)
     config_lib.apply_model_args(config, args)
     return config

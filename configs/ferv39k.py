@@ -9,10 +9,7 @@ from ifdd_jax import config_lib
 
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, **config_lib.MODEL_ARGS)
-    config = config_lib.base_config()
-    config.dataset = "ferv39k"
-    config.num_classes = 7
-    config.input.num_frames = 16
-    config.input.image_size = 224
+    config = config_lib.base_config("ferv39k")
+    config_lib.finalize_dataset(config, num_frames=16, image_size=224, num_classes=7)
     config_lib.apply_model_args(config, args)
     return config

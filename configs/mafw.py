@@ -8,11 +8,8 @@ from ifdd_jax import config_lib
 
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, fold=1, **config_lib.MODEL_ARGS)
-    config = config_lib.base_config()
-    config.dataset = "mafw"
+    config = config_lib.base_config("mafw")
     config.fold = args.fold
-    config.num_classes = 11
-    config.input.num_frames = 32
-    config.input.image_size = 224
+    config_lib.finalize_dataset(config, num_frames=32, image_size=224, num_classes=11)
     config_lib.apply_model_args(config, args)
     return config

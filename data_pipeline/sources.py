@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from data_pipeline import dfew, ferv39k, mafw, tfds_builders
+from data_pipeline import dfew, ferv39k, mafw
 from data_pipeline.errors import DataError, SkipReport, handle_bad_clip
 from data_pipeline.frames import list_frames, read_checked_image
 from data_pipeline.records import ClipRecord, DatasetIndex

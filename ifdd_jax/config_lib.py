@@ -72,20 +72,54 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     return result
 
 
-def base_config() -> ml_collections.ConfigDict:
-    """Model, loss and input sections with the defaults of the paper flavor of IFDD-2DCNN.
+def base_config(dataset: str) -> ml_collections.ConfigDict:
+    """Every section of a run with the paper's recipe for IFDD-2DCNN on `dataset`.
 
-    Fields left as typed placeholders (None) take the flavor's default when the model is built.
+    Fields left as typed placeholders (None) take the flavor's default when they are used. The
+    input size is `config.data.num_frames` × `config.data.image_size`².
     """
+    from data_pipeline.configs import get_data_config  # light: ml_collections only
+
     config = ml_collections.ConfigDict()
     config.model_name = "ifdd_2dcnn"
     config.flavor = "paper"  # "paper" follows the equations; "reference" the released code
+    config.dataset = dataset
     config.num_classes = 7
-    config.dataset = ""
-
+    config.data = get_data_config(dataset)
+    # The model's input and the fold are the data section's values, linked (setting either name
+    # sets both), so the model and the pipeline can never disagree.
+    config.fold = config.data.get_ref("fold")
     config.input = ml_collections.ConfigDict()
-    config.input.num_frames = 16
-    config.input.image_size = 224
+    config.input.num_frames = config.data.get_ref("num_frames")
+    config.input.image_size = config.data.get_ref("image_size")
+    # Root of the dataset's official layout (copied into config.data.data_dir when set).
+    config.data_dir = config_dict.placeholder(str)
+    # Converted pretrained weights to start from (a file ifdd_jax.convert reads, or its output).
+    config.init_from = config_dict.placeholder(str)
+    config.seed = 0
+
+    # Training recipe (reference-ifdd §6; the released differences are in ifdd_jax/optim.py).
+    config.batch_size = 16  # global, over all devices and hosts
+    config.eval_batch_size = 16
+    config.num_epochs = 100
+    config.num_train_steps = -1  # > 0 overrides num_epochs
+    config.compute_dtype = "float32"  # or "bfloat16" (parameters stay float32)
+    config.optim = ml_collections.ConfigDict()
+    config.optim.lr = 1e-4
+    config.optim.warmup_epochs = 10.0
+    config.optim.warmup_init_lr = 1e-6
+    config.optim.end_lr_ratio = 0.01  # paper flavor: cosine ends at lr · ratio
+    config.optim.reference_lr_batch = 32  # reference flavor: base lr = lr · batch / 32
+    config.optim.weight_decay = 1e-3
+    config.optim.b1 = 0.9
+    config.optim.b2 = 0.999
+    config.optim.eps = 1e-8
+    config.optim.grad_clip = 0.0  # > 0: clip by global norm
+
+    config.log_every_steps = 50
+    config.eval_every_epochs = 1
+    config.checkpoint_every_steps = 1000  # between evaluations
+    config.keep_checkpoints = 3
 
     config.model = ml_collections.ConfigDict()
     config.model.issm = "issm"  # even_odd | issm | entire | weighting
@@ -97,14 +131,22 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.drop_path = 0.2  # whole-sample stochastic depth in the reference LADM
     config.model.head_dropout = 0.5
     config.model.features = config_dict.placeholder(int)  # C_S of X; None -> the model's default
+    config.model.width_multiplier = 1.0  # MobileNetV2 trunks' α (the paper uses 1.0)
     config.model.similarity_dim = 128  # d_T of ISSM's Eq. 1 (paper flavor)
     config.model.channel_compression = config_dict.placeholder(int)  # D_c; None -> model default
 
     config.loss = ml_collections.ConfigDict()
     config.loss.lift = "tc"  # tc | thwc | off
     config.loss.lift_weight = config_dict.placeholder(float)  # None -> 1.0 paper, 0.1 reference
-    config.loss.label_smoothing = 0.1
     return config
+
+
+def finalize_dataset(config: ml_collections.ConfigDict, *, num_frames: int, image_size: int,
+                     num_classes: int) -> None:
+    """Sets the dataset's input size and class count in the one place the model and data read."""
+    config.num_classes = num_classes
+    config.data.num_frames = num_frames
+    config.data.image_size = image_size
 
 
 def apply_model_args(config: ml_collections.ConfigDict, args: ml_collections.ConfigDict) -> None:

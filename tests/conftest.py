@@ -12,3 +12,9 @@ os.environ["XLA_FLAGS"] = (
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+
+import tempfile  # noqa: E402
+
+# Identical programs (the same train step in several end-to-end tests) compile once per session.
+jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="ifdd_jax_xla_cache_"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -1,6 +1,5 @@
 """The synthetic diluted-dynamics dataset: DFEW layout, options, reuse."""
 
-import collections
 import json
 import os
 

@@ -181,3 +181,21 @@ def test_registry_errors():
         build_model(_config(model="resnet"))
     with pytest.raises(ValueError, match="flavor must be one of"):
         build_model(_config(model="ifdd_2dcnn", flavor="pytorch"))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_fast_depthwise_and_pointwise_match_xla_convolutions(stride):
+    from ifdd_jax.models.mobilenet_v2 import DepthwiseConv3x3, Pointwise
+
+    x = jax.random.normal(jax.random.key(0), (2, 9, 8, 6))
+    shifted = DepthwiseConv3x3(stride, impl="shifted")
+    v = shifted.init(RNGS, x)
+    grouped = DepthwiseConv3x3(stride, impl="grouped")
+    np.testing.assert_allclose(shifted.apply(v, x), grouped.apply(v, x), rtol=1e-5, atol=1e-5)
+    assert shifted.apply(v, x).shape == (2, (9 - 1) // stride + 1, (8 - 1) // stride + 1, 6)
+    pw = Pointwise(5)
+    vp = pw.init(RNGS, x)
+    expected = jax.lax.conv_general_dilated(
+        x, vp["params"]["kernel"], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    np.testing.assert_allclose(pw.apply(vp, x), expected, rtol=1e-5, atol=1e-5)

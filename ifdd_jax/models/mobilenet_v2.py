@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import Sequence, Tuple
 
 import jax
+import jax.numpy as jnp
 import flax.linen as nn
 
 from ifdd_jax.models.layers import fold_time, kaiming_fan_out_init, unfold_time
@@ -64,13 +65,93 @@ IFDD_2DCNN_PYRAMID_GROUPS: Tuple[int, ...] = (3, 4, 5)
 BASELINE_GROUPS: Tuple[Tuple[int, int, int, int], ...] = MOBILENET_V2_GROUPS[:6]
 
 
+def scale_width(channels: int, multiplier: float, divisor: int = 8) -> int:
+    """MobileNetV2's width multiplier α: channels · α rounded to a multiple of 8, never more than
+    10 % below channels · α (torchvision's `_make_divisible`)."""
+    if multiplier == 1.0:
+        return channels
+    scaled = max(divisor, int(channels * multiplier + divisor / 2) // divisor * divisor)
+    if scaled < 0.9 * channels * multiplier:
+        scaled += divisor
+    return scaled
+
+
+def scale_groups(groups, multiplier: float):
+    return tuple((t, scale_width(c, multiplier), n, s) for t, c, n, s in groups)
+
+
+def depthwise_conv3x3_shifted(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """3×3 depthwise convolution (padding 1) as a sum of nine strided, shifted slices times the
+    per-channel taps: the same result as a grouped convolution. `[N, H, W, C]`, kernel
+    `[3, 3, 1, C]` -> `[N, H', W', C]`. XLA's CPU backend runs grouped convolutions, and above all
+    their gradients, 5-12x slower than this form."""
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    out_h = (x.shape[1] - 1) // stride + 1
+    out_w = (x.shape[2] - 1) // stride + 1
+    out = None
+    for i in range(3):
+        for j in range(3):
+            window = jax.lax.slice(
+                padded,
+                (0, i, j, 0),
+                (padded.shape[0], i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1,
+                 padded.shape[3]),
+                (1, stride, stride, 1),
+            )
+            term = window * kernel[i, j, 0]
+            out = term if out is None else out + term
+    return out
+
+
+class DepthwiseConv3x3(nn.Module):
+    """Depthwise 3×3 conv, no bias, padding 1; parameter `kernel` `[3, 3, 1, C]` as nn.Conv's.
+
+    `impl`: "grouped" (XLA's grouped convolution), "shifted" (see depthwise_conv3x3_shifted) or
+    "auto": shifted on CPU, grouped on accelerators.
+    """
+
+    stride: int = 1
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        kernel = self.param("kernel", kaiming_fan_out_init, (3, 3, 1, channels))
+        impl = self.impl
+        if impl == "auto":
+            impl = "shifted" if jax.default_backend() == "cpu" else "grouped"
+        if impl == "shifted":
+            return depthwise_conv3x3_shifted(x, kernel.astype(x.dtype), self.stride)
+        if impl != "grouped":
+            raise ValueError(f"depthwise impl must be auto, shifted or grouped, got {impl!r}")
+        return jax.lax.conv_general_dilated(
+            x, kernel.astype(x.dtype), (self.stride, self.stride), ((1, 1), (1, 1)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels,
+        )
+
+
+class Pointwise(nn.Module):
+    """1×1 convolution without bias as a matrix product over channels (faster than XLA's 1×1
+    convolution on CPU, same result); parameter `kernel` `[1, 1, C_in, C_out]` as nn.Conv's."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", kaiming_fan_out_init, (1, 1, x.shape[-1], self.features))
+        return jnp.einsum("...c,cd->...d", x, kernel[0, 0].astype(x.dtype))
+
+
 def batch_norm(train: bool, name: str) -> nn.BatchNorm:
     # PyTorch's BN momentum 0.1 is flax's 0.9; eps 1e-5 as PyTorch.
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
 
 
 class ConvBNReLU6(nn.Module):
-    """2D conv (no bias, symmetric padding) + BN + optional ReLU6. `[N, H, W, C]` in and out."""
+    """2D conv (no bias, symmetric padding) + BN + optional ReLU6. `[N, H, W, C]` in and out.
+
+    Depthwise 3×3 and pointwise 1×1 convolutions use the CPU-friendly forms above; the parameter
+    names and shapes are nn.Conv's either way."""
 
     features: int
     kernel: int = 3
@@ -81,16 +162,22 @@ class ConvBNReLU6(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         pad = self.kernel // 2
-        x = nn.Conv(
-            self.features,
-            (self.kernel, self.kernel),
-            strides=(self.stride, self.stride),
-            padding=((pad, pad), (pad, pad)),
-            feature_group_count=self.groups,
-            use_bias=False,
-            kernel_init=kaiming_fan_out_init,
-            name="conv",
-        )(x)
+        depthwise = self.groups > 1 and self.groups == self.features == x.shape[-1]
+        if depthwise and self.kernel == 3:
+            x = DepthwiseConv3x3(self.stride, name="conv")(x)
+        elif self.kernel == 1 and self.groups == 1 and self.stride == 1:
+            x = Pointwise(self.features, name="conv")(x)
+        else:
+            x = nn.Conv(
+                self.features,
+                (self.kernel, self.kernel),
+                strides=(self.stride, self.stride),
+                padding=((pad, pad), (pad, pad)),
+                feature_group_count=self.groups,
+                use_bias=False,
+                kernel_init=kaiming_fan_out_init,
+                name="conv",
+            )(x)
         x = batch_norm(train, "bn")(x)
         return jax.nn.relu6(x) if self.activation else x
 
@@ -149,13 +236,14 @@ class IFDD2DTrunk(nn.Module):
     stem_features: int = 32
     groups: Sequence[Tuple[int, int, int, int]] = IFDD_2DCNN_GROUPS
     pyramid_groups: Sequence[int] = IFDD_2DCNN_PYRAMID_GROUPS
+    width_multiplier: float = 1.0  # α: scales the stem and group widths (1.0 in the paper)
 
     @nn.compact
     def __call__(self, clips: jax.Array, *, train: bool) -> list[jax.Array]:
         if clips.ndim != 5:
             raise ValueError(f"expected clips [B, T, H, W, C], got shape {clips.shape}")
         x = nn.Conv(
-            self.stem_features,
+            scale_width(self.stem_features, self.width_multiplier),
             (3, 7, 7),
             strides=(2, 4, 4),
             padding=((1, 1), (3, 3), (3, 3)),
@@ -165,7 +253,8 @@ class IFDD2DTrunk(nn.Module):
         )(clips)
         x = jax.nn.relu6(batch_norm(train, "stem_bn")(x))
         batch = x.shape[0]
-        levels = MobileNetV2Groups(self.groups, self.pyramid_groups, name="groups")(
+        groups = scale_groups(self.groups, self.width_multiplier)
+        levels = MobileNetV2Groups(groups, self.pyramid_groups, name="groups")(
             fold_time(x), train=train
         )
         return [unfold_time(level, batch) for level in levels]
@@ -179,12 +268,16 @@ class MobileNetV2FrameTrunk(nn.Module):
     """
 
     groups: Sequence[Tuple[int, int, int, int]] = BASELINE_GROUPS
+    width_multiplier: float = 1.0
 
     @nn.compact
     def __call__(self, clips: jax.Array, *, train: bool) -> list[jax.Array]:
         if clips.ndim != 5:
             raise ValueError(f"expected clips [B, T, H, W, C], got shape {clips.shape}")
         batch = clips.shape[0]
-        x = ConvBNReLU6(32, kernel=3, stride=2, name="stem")(fold_time(clips), train=train)
-        (x,) = MobileNetV2Groups(self.groups, (len(self.groups),), name="groups")(x, train=train)
+        x = ConvBNReLU6(scale_width(32, self.width_multiplier), kernel=3, stride=2, name="stem")(
+            fold_time(clips), train=train
+        )
+        groups = scale_groups(self.groups, self.width_multiplier)
+        (x,) = MobileNetV2Groups(groups, (len(groups),), name="groups")(x, train=train)
         return [unfold_time(x, batch)]

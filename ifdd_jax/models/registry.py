@@ -78,7 +78,7 @@ def ifdd_2dcnn(config: ml_collections.ConfigDict, *, issm=None, ladm=None) -> nn
     issm_kw = {} if issm is None else dict(split=issm)
     ladm_kw = {} if ladm is None else dict(variant=ladm)
     return IFDD(
-        trunk=IFDD2DTrunk(),
+        trunk=IFDD2DTrunk(width_multiplier=_get(config.model, "width_multiplier", 1.0)),
         pyramid=PyramidAggregation(
             features=_get(config.model, "features", 64),
             pass_through_last=config.flavor == "reference",
@@ -103,7 +103,7 @@ def ifdd_2dcnn_ladm_only(config: ml_collections.ConfigDict) -> nn.Module:
 def baseline_mobilenet_v2(config: ml_collections.ConfigDict) -> nn.Module:
     """MobileNetV2 groups 1-6 per frame + average pooling + MLP 160 -> 1280 -> classes."""
     return Baseline(
-        trunk=MobileNetV2FrameTrunk(),
+        trunk=MobileNetV2FrameTrunk(width_multiplier=_get(config.model, "width_multiplier", 1.0)),
         num_classes=config.num_classes,
         head_hidden=1280,
         head_dropout=_get(config.model, "head_dropout", 0.5),

@@ -1,0 +1,251 @@
+"""Evaluation: video-level predictions, UAR/WAR reports, `results.json`, and `--mode=eval`.
+
+A clip's prediction averages the logits of its V evaluation views (`config.data.num_eval_views`
+temporal windows). Every clip of a split is evaluated exactly once: the input pipeline pads the
+last batch and marks padding with `mask`, which the metrics ignore.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from ifdd_jax import checkpointing, sharding
+from ifdd_jax.metrics import EvalMetrics, confusion_image, recall_report
+from ifdd_jax.models.losses import cross_entropy
+
+EVAL_KEYS = ("clips", "label", "mask")
+
+
+def data_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+    """config.data with `config.data_dir` applied; the synthetic set lives in `workdir/data`
+    unless a data_dir is given."""
+    cfg = ml_collections.ConfigDict(config.data.to_dict())
+    if config.get("data_dir"):
+        cfg.data_dir = config.data_dir
+    if cfg.name == "synthetic" and not cfg.data_dir:
+        cfg.data_dir = os.path.join(workdir, "data")
+    if cfg.name != "synthetic":
+        if not cfg.data_dir:
+            raise ValueError(
+                f"no data directory for {cfg.name}: pass --config.data_dir=/path/to/{cfg.name} "
+                f"(the folder holding the official {cfg.name} layout)"
+            )
+        if not os.path.isdir(cfg.data_dir):
+            raise FileNotFoundError(f"data_dir {cfg.data_dir} does not exist or is not a folder")
+    return cfg
+
+
+def build_data(config: ml_collections.ConfigDict, workdir: str):
+    """The run's datasets for this process (data_pipeline.pipeline.build_datasets)."""
+    from data_pipeline.pipeline import build_datasets  # imports TensorFlow
+
+    data = build_datasets(
+        data_config(config, workdir),
+        global_batch_size=config.batch_size,
+        eval_batch_size=config.eval_batch_size,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    if data.meta["num_classes"] != config.num_classes:
+        raise ValueError(
+            f"the {config.data.name} data has {data.meta['num_classes']} classes but "
+            f"config.num_classes is {config.num_classes}"
+        )
+    return data
+
+
+def eval_step(variables: dict, batch: dict, *, model, dtype) -> tuple[EvalMetrics, jax.Array]:
+    """Metrics and video-level logits `[B, K]` of a batch {clips [B, V, T, H, W, 3], label, mask}."""
+    clips = batch["clips"]
+    b, v = clips.shape[:2]
+    if dtype != jnp.float32:
+        variables = jax.tree.map(lambda p: p.astype(dtype), variables)
+    outputs = model.apply(variables, clips.reshape((b * v,) + clips.shape[2:]).astype(dtype),
+                          train=False)
+    logits = outputs["logits"].astype(jnp.float32).reshape(b, v, -1).mean(axis=1)
+    metrics = EvalMetrics.single_from_model_output(
+        loss=cross_entropy(logits, batch["label"]), mask=batch["mask"], logits=logits,
+        label=batch["label"],
+    )
+    return metrics, logits
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_eval_step(model, mesh, dtype) -> Callable:
+    repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+    return jax.jit(
+        functools.partial(eval_step, model=model, dtype=dtype),
+        in_shardings=(repl, data),
+        out_shardings=(repl, repl),
+    )
+
+
+def evaluate_split(
+    state, model, data, split: str, mesh, config: ml_collections.ConfigDict,
+    *, predictions: bool = False,
+) -> dict:
+    """UAR/WAR report of `split` ("val" or "test"); with `predictions`, per-clip rows too."""
+    from ifdd_jax.train import compute_dtype
+
+    step_fn = _compiled_eval_step(model, mesh, compute_dtype(config))
+    variables = state.variables()
+    metrics = None
+    rows = []
+    for local in data.make_eval_iter(split):
+        batch = sharding.global_batch(mesh, local, EVAL_KEYS)
+        m, logits = step_fn(variables, batch)
+        metrics = m if metrics is None else metrics.merge(m)
+        if predictions:
+            rows.extend(_prediction_rows(local, logits, data.meta["class_names"]))
+    if metrics is None:
+        raise ValueError(f"the {split} split has no clips")
+    counts = metrics.confusion.compute()
+    report = recall_report(counts, data.meta["class_names"])
+    report["loss"] = float(metrics.loss.compute())
+    report["confusion_matrix"] = counts.tolist()
+    if predictions:
+        report["predictions"] = rows
+    if report["absent_classes"]:
+        logging.warning("%s split: classes without clips, excluded from UAR: %s", split,
+                        ", ".join(report["absent_classes"]))
+    return report
+
+
+def _prediction_rows(local: dict, logits: jax.Array, class_names) -> list:
+    """Per-clip rows (clip_id, label, prediction, probabilities) of this process's share."""
+    if jax.process_count() > 1:
+        gathered = multihost_utils.process_allgather(logits, tiled=True)
+        logits_np = np.asarray(gathered).reshape(jax.process_count(), -1, logits.shape[-1])
+        logits_np = logits_np[jax.process_index()]
+    else:
+        logits_np = np.asarray(logits)
+    probs = np.asarray(jax.nn.softmax(logits_np, axis=-1))
+    rows = []
+    for i in range(len(local["label"])):
+        if not local["mask"][i]:
+            continue
+        clip_id = local["clip_id"][i]
+        rows.append(dict(
+            clip_id=clip_id.decode() if isinstance(clip_id, bytes) else str(clip_id),
+            label=class_names[int(local["label"][i])],
+            prediction=class_names[int(np.argmax(probs[i]))],
+            probabilities={n: round(float(p), 6) for n, p in zip(class_names, probs[i])},
+        ))
+    return rows
+
+
+def write_report(writer, step: int, split: str, report: dict, class_names) -> None:
+    """Scalars (UAR, WAR, loss, per-class recall) and a confusion-matrix image."""
+    scalars = {f"{split}_uar": report["uar"], f"{split}_war": report["war"],
+               f"{split}_loss": report["loss"]}
+    for name, recall in report["per_class_recall"].items():
+        if recall is not None:
+            scalars[f"{split}_recall/{name}"] = recall
+    writer.write_scalars(step, scalars)
+    image = confusion_image(
+        np.asarray(report["confusion_matrix"]), class_names,
+        title=f"{split} step {step}: UAR {report['uar']:.1f} WAR {report['war']:.1f}",
+    )
+    writer.write_images(step, {f"{split}_confusion_matrix": image[None]})
+    logging.info("%s @ step %d: UAR %.2f WAR %.2f loss %.4f", split, step, report["uar"],
+                 report["war"], report["loss"])
+
+
+def results_dict(
+    config: ml_collections.ConfigDict, meta: dict, report: dict, *, checkpoint_step: int,
+    val: Optional[dict], split: str,
+) -> dict:
+    return dict(
+        dataset=meta["dataset"],
+        fold=meta.get("fold"),
+        model=config.model_name,
+        flavor=config.flavor,
+        split=split,
+        checkpoint_step=int(checkpoint_step),
+        validation_protocol=meta.get("val_protocol"),
+        num_eval_views=meta.get("num_eval_views"),
+        uar=report["uar"],
+        war=report["war"],
+        loss=report["loss"],
+        per_class_recall=report["per_class_recall"],
+        support=report["support"],
+        absent_classes=report["absent_classes"],
+        num_clips=report["num_clips"],
+        class_names=list(meta["class_names"]),
+        confusion_matrix=report["confusion_matrix"],
+        last_validation=None if val is None else dict(uar=val["uar"], war=val["war"]),
+    )
+
+
+def write_results(workdir: str, results: dict, predictions: Optional[list] = None,
+                  name: str = "results") -> str:
+    """Writes `<name>.json` and, with predictions, `<name>_predictions.csv` in `workdir`."""
+    path = os.path.join(workdir, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    if predictions:
+        with open(os.path.join(workdir, f"{name}_predictions.csv"), "w", newline="") as f:
+            names = results["class_names"]
+            writer = csv.writer(f)
+            writer.writerow(["clip_id", "label", "prediction"] + [f"p_{n}" for n in names])
+            for row in predictions:
+                writer.writerow([row["clip_id"], row["label"], row["prediction"]]
+                                + [row["probabilities"][n] for n in names])
+    return path
+
+
+def load_initial_weights(state, config: ml_collections.ConfigDict, mesh):
+    """Replaces the initial params/batch_stats with converted weights from `config.init_from`."""
+    from ifdd_jax import convert  # the converter package (optional torch inside)
+
+    variables, report = convert.load_into(
+        {"params": state.params, "batch_stats": state.batch_stats}, config.init_from,
+        config.model_name,
+    )
+    logging.info("Initialised from %s: %s", config.init_from, report)
+    variables = jax.device_put(variables, sharding.replicated(mesh))
+    return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
+
+
+def evaluate_checkpoint(
+    config: ml_collections.ConfigDict, workdir: str, checkpoint: Optional[str] = None,
+    split: str = "test",
+) -> dict:
+    """`--mode=eval`: evaluates a checkpoint (a run's workdir, a checkpoint folder or one step)
+    on `split` and writes `results_eval_<split>.json` in `workdir`."""
+    from ifdd_jax.models import build_model
+    from ifdd_jax.optim import make_optimizer
+    from ifdd_jax.train import init_state
+
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(config.eval_batch_size, mesh, "eval batch size")
+    model = build_model(config)
+    data = build_data(config, workdir)
+    tx, _ = make_optimizer(config, steps_per_epoch=1, total_steps=1)
+    abstract = jax.eval_shape(functools.partial(init_state, model, tx, config),
+                              jax.random.key(0))
+    manager, step = checkpointing.find_checkpoint(checkpoint or workdir)
+    state, _ = checkpointing.restore_from(manager, step, abstract, sharding.replicated(mesh), config)
+    report = evaluate_split(state, model, data, split, mesh, config, predictions=True)
+    results = results_dict(config, data.meta, report, checkpoint_step=step, val=None, split=split)
+    results["checkpoint"] = str(manager.directory)
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        write_results(workdir, results, report.get("predictions"), name=f"results_eval_{split}")
+    manager.close()
+    logging.info("%s UAR %.2f WAR %.2f (checkpoint %s step %d)", split, report["uar"],
+                 report["war"], manager.directory, step)
+    return results
+

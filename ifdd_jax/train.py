@@ -1,0 +1,313 @@
+"""Training and evaluation: `train_and_evaluate(config, workdir)`.
+
+One `jax.jit`-compiled train step runs over a 1-D device mesh ("data"): the global batch is split
+across every device of every process, parameters and optimizer state are replicated, and the state
+is donated. Each process feeds its local share of the batch
+(`jax.make_array_from_process_local_data`). BatchNorm statistics span the global batch.
+
+The run:
+  1. builds the data (data_pipeline), the model (registry) and AdamW (optim.py);
+  2. resumes from the latest checkpoint in `workdir` if there is one (state, RNG and the train
+     iterator's position, so the continuation is exactly the uninterrupted run);
+  3. trains, logging to TensorBoard and the console, validating every `eval_every_epochs` epochs
+     (UAR, WAR, per-class recall, a confusion-matrix image) and checkpointing the latest few and the
+     best by validation UAR;
+  4. evaluates the best checkpoint on the test split (logits averaged over each clip's views) and
+     writes `results.json`.
+A non-finite loss or gradient is never applied: the step is recorded and the run stops with it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any, Callable, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from absl import logging
+from clu import metric_writers, periodic_actions
+
+from ifdd_jax import checkpointing, evaluate, sharding
+from ifdd_jax.metrics import TrainMetrics
+from ifdd_jax.models import build_model
+from ifdd_jax.models.losses import ifdd_loss
+from ifdd_jax.optim import make_optimizer
+
+TRAIN_KEYS = ("clips", "label", "target")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or a gradient became NaN or infinite."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 []
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array  # uint32 key data of the run's base key
+    nonfinite_step: jax.Array  # int32 []: the first step with a non-finite loss/gradient, or -1
+
+    def variables(self) -> dict:
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
+    names = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+    if config.compute_dtype not in names:
+        raise ValueError(f"compute_dtype must be one of {sorted(names)}, got {config.compute_dtype!r}")
+    return names[config.compute_dtype]
+
+
+def init_state(
+    model, tx: optax.GradientTransformation, config: ml_collections.ConfigDict, rng: jax.Array
+) -> TrainState:
+    """Initial TrainState (traceable: run it under jit or eval_shape)."""
+    init_rng, dropout_rng, run_rng = jax.random.split(rng, 3)
+    size = config.data.image_size
+    clips = jnp.zeros((1, config.data.num_frames, size, size, 3), jnp.float32)
+    variables = model.init({"params": init_rng, "dropout": dropout_rng}, clips, train=False)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=jax.random.key_data(run_rng),
+        nonfinite_step=jnp.full((), -1, jnp.int32),
+    )
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def train_step(
+    state: TrainState, batch: dict, *, model, tx: optax.GradientTransformation,
+    config: ml_collections.ConfigDict,
+) -> tuple[TrainState, TrainMetrics]:
+    """One optimisation step on a global batch {clips [B, T, H, W, 3], label [B], target [B, K]}."""
+    dtype = compute_dtype(config)
+    dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+    def loss_fn(params):
+        cast = jax.tree.map(lambda p: p.astype(dtype), params) if dtype != jnp.float32 else params
+        outputs, updates = model.apply(
+            {"params": cast, "batch_stats": state.batch_stats},
+            batch["clips"].astype(dtype),
+            train=True,
+            rngs={"dropout": dropout_rng},
+            mutable=["batch_stats"],
+        )
+        outputs = jax.tree.map(lambda x: x.astype(jnp.float32), outputs)
+        loss, terms = ifdd_loss(
+            outputs, batch["target"], lift=config.loss.lift,
+            lift_weight=config.loss.lift_weight, flavor=config.flavor,
+        )
+        return loss, (outputs["logits"], updates, terms)
+
+    (loss, (logits, updates, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params
+    )
+    param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, param_updates)
+    batch_stats = jax.tree.map(lambda x: x.astype(jnp.float32), updates.get("batch_stats", {}))
+
+    # A non-finite step is never applied; its step number is kept so the host can stop the run.
+    finite = jnp.isfinite(loss) & _all_finite(grads)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        batch_stats=keep(batch_stats, state.batch_stats),
+        opt_state=keep(opt_state, state.opt_state),
+        nonfinite_step=jnp.where(
+            (state.nonfinite_step < 0) & ~finite, state.step, state.nonfinite_step
+        ),
+    )
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(batch["target"], -1))
+    metrics = TrainMetrics.single_from_model_output(
+        loss=loss,
+        classification_loss=terms["classification"],
+        lifting_loss=terms["lifting"],
+        accuracy=accuracy,
+    )
+    return new_state, metrics
+
+
+def make_train_step(model, tx, config, mesh) -> Callable:
+    repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+    return jax.jit(
+        functools.partial(train_step, model=model, tx=tx, config=config),
+        in_shardings=(repl, data),
+        out_shardings=(repl, repl),
+        donate_argnums=0,
+    )
+
+
+def create_state(model, tx, config, mesh) -> TrainState:
+    """The initial state, built directly replicated on the mesh."""
+    rng = jax.random.key(config.seed)
+    return jax.jit(
+        functools.partial(init_state, model, tx, config), out_shardings=sharding.replicated(mesh)
+    )(rng)
+
+
+def steps_for(config: ml_collections.ConfigDict, num_train_examples: int) -> tuple[int, int]:
+    """(steps per epoch, total steps). An epoch is one pass over the train split (at least one
+    step); config.num_train_steps > 0 overrides num_epochs."""
+    steps_per_epoch = max(1, num_train_examples // config.batch_size)
+    total = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
+    return steps_per_epoch, int(total)
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def _check_finite(state: TrainState) -> None:
+    bad = int(jax.device_get(state.nonfinite_step))
+    if bad >= 0:
+        raise NonFiniteLossError(
+            f"the loss or a gradient became NaN/infinite at step {bad}; that update and the ones "
+            f"after it were not applied. Lower config.optim.lr, set config.optim.grad_clip, or "
+            f"check the input data."
+        )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains `config`'s model, validates, checkpoints, tests the best checkpoint; returns and
+    writes `workdir/results.json`."""
+    os.makedirs(workdir, exist_ok=True)
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(config.batch_size, mesh)
+    sharding.check_batch_size(config.eval_batch_size, mesh, "eval batch size")
+    is_main = jax.process_index() == 0
+    writer = metric_writers.create_default_writer(
+        workdir, just_logging=not is_main, asynchronous=True
+    )
+
+    model = build_model(config)  # first: a wrong model name fails before any data work
+    data = evaluate.build_data(config, workdir)
+    meta = data.meta
+    steps_per_epoch, total_steps = steps_for(config, meta["num_examples"]["train"])
+    tx, schedule = make_optimizer(config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    state = create_state(model, tx, config, mesh)
+    if config.get("init_from"):
+        state = evaluate.load_initial_weights(state, config, mesh)
+
+    ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+    restored = ckpt.restore_latest(state, sharding.replicated(mesh), config)
+    if restored is not None:
+        state, data_state, saved_step = restored
+        data.train.set_state(data_state)
+        logging.info("Resumed from %s at step %d.", checkpointing.LATEST_DIR, saved_step)
+    start_step = int(jax.device_get(state.step))
+    if start_step == 0 and is_main:
+        writer.write_hparams(_flat_hparams(config))
+
+    step_fn = make_train_step(model, tx, config, mesh)
+    eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
+    report = periodic_actions.ReportProgress(
+        num_train_steps=total_steps, writer=writer, every_steps=config.log_every_steps
+    )
+    logging.info(
+        "Training %s (%s) on %s: %d train clips, %d steps/epoch, %d steps, %d devices.",
+        config.model_name, config.flavor, meta["dataset"], meta["num_examples"]["train"],
+        steps_per_epoch, total_steps, jax.device_count(),
+    )
+
+    train_metrics = None
+    last_val: Optional[dict] = None
+    t_start, s_start = time.time(), start_step
+    try:
+        with metric_writers.ensure_flushes(writer):
+            for step in range(start_step, total_steps):
+                batch = sharding.global_batch(mesh, next(data.train), TRAIN_KEYS)
+                state, m = step_fn(state, batch)
+                train_metrics = m if train_metrics is None else train_metrics.merge(m)
+                done = step + 1
+                report(done)
+
+                if done % config.log_every_steps == 0 or done == total_steps:
+                    _check_finite(state)
+                    scalars = {f"train_{k}": float(v) for k, v in train_metrics.compute().items()}
+                    scalars["learning_rate"] = float(schedule(step))
+                    writer.write_scalars(done, scalars)
+                    train_metrics = None
+                    rate = (done - s_start) / max(time.time() - t_start, 1e-9)
+                    logging.info(
+                        "step %d/%d (epoch %.1f) loss %.4f lr %.3g | %.2f steps/s, ETA %s",
+                        done, total_steps, done / steps_per_epoch, scalars["train_loss"],
+                        scalars["learning_rate"], rate, _format_eta((total_steps - done) / max(rate, 1e-9)),
+                    )
+
+                if done % eval_every == 0 or done == total_steps:
+                    _check_finite(state)
+                    with report.timed("eval"):
+                        last_val = evaluate.evaluate_split(state, model, data, "val", mesh, config)
+                    evaluate.write_report(writer, done, "val", last_val, meta["class_names"])
+                    ckpt.save(done, state, data.train.get_state(), config,
+                              val_metrics={checkpointing.BEST_METRIC: last_val["uar"]})
+                elif done % config.checkpoint_every_steps == 0:
+                    ckpt.save(done, state, data.train.get_state(), config)
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM, an error): finish the saves already started, so that
+        # rerunning the same command resumes from the last checkpoint.
+        ckpt.close()
+        raise
+
+    ckpt.wait()
+    best = ckpt.restore_best(state, sharding.replicated(mesh), config)
+    if best is None:  # no validation happened (total_steps == start_step): test the final state
+        best_state, best_step = state, int(jax.device_get(state.step))
+    else:
+        best_state, best_step = best
+    test = evaluate.evaluate_split(best_state, model, data, "test", mesh, config, predictions=True)
+    evaluate.write_report(writer, best_step, "test", test, meta["class_names"])
+    results = evaluate.results_dict(config, meta, test, checkpoint_step=best_step,
+                                    val=last_val, split="test")
+    if is_main:
+        evaluate.write_results(workdir, results, test.get("predictions"))
+    writer.flush()
+    ckpt.close()
+    logging.info("Test UAR %.2f WAR %.2f (checkpoint step %d).", test["uar"], test["war"], best_step)
+    return results
+
+
+def _flat_hparams(config: ml_collections.ConfigDict) -> dict:
+    flat = {}
+
+    def visit(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                visit(f"{prefix}.{k}" if prefix else k, v)
+        elif isinstance(value, (int, float, str, bool)):
+            flat[prefix] = value
+        elif value is None:
+            flat[prefix] = "None"
+
+    visit("", config.to_dict())
+    return flat
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Writes the resolved config as JSON to `workdir/config.json` (process 0)."""
+    path = os.path.join(workdir, "config.json")
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+    return path
+

@@ -1,0 +1,281 @@
+"""The trainer: metrics against numpy, schedules, 1-vs-8-device invariance, non-finite steps,
+end-to-end runs on a tiny synthetic set (events, checkpoints, results), exact resume, eval mode
+and the errors a user meets."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ifdd_jax import checkpointing, evaluate, sharding, train
+from ifdd_jax.config_lib import load_config_file
+from ifdd_jax.metrics import ConfusionMatrix, recall_report
+from ifdd_jax.models import build_model
+from ifdd_jax.optim import decay_mask, make_optimizer, reference_lr_at_epoch
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+def test_recall_report_matches_numpy_with_an_absent_class():
+    rng = np.random.default_rng(0)
+    k = 5
+    labels = rng.choice([0, 1, 2, 4], size=200)  # class 3 never occurs
+    preds = np.where(rng.random(200) < 0.6, labels, rng.integers(0, k, 200))
+    counts = np.zeros((k, k), np.int64)
+    np.add.at(counts, (labels, preds), 1)
+    report = recall_report(counts, ["a", "b", "c", "d", "e"])
+    recalls = [np.mean(preds[labels == c] == c) for c in (0, 1, 2, 4)]
+    np.testing.assert_allclose(report["war"], 100 * np.mean(preds == labels))
+    np.testing.assert_allclose(report["uar"], 100 * np.mean(recalls))
+    assert report["absent_classes"] == ["d"] and report["per_class_recall"]["d"] is None
+    np.testing.assert_allclose(report["per_class_recall"]["e"], 100 * recalls[3])
+    assert report["num_clips"] == 200
+
+
+def test_confusion_metric_ignores_masked_rows():
+    logits = jnp.array([[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0], [5.0, 0, 0]])
+    labels = jnp.array([0, 2, 2, 1])
+    mask = jnp.array([True, True, True, False])
+    m = ConfusionMatrix.from_model_output(logits=logits, label=labels, mask=mask)
+    m = m.merge(ConfusionMatrix.from_model_output(logits=logits[:1], label=labels[:1]))
+    np.testing.assert_array_equal(m.compute(), [[2, 0, 0], [0, 0, 0], [0, 1, 1]])
+
+
+# --- optimisation ------------------------------------------------------------------------------
+
+
+def test_reference_schedule_reproduces_the_released_warmup_quirk():
+    kw = dict(base_lr=5e-5, warmup_target=1e-4, warmup_init_lr=1e-6, warmup_epochs=10,
+              num_epochs=100)
+    lr = lambda e: float(reference_lr_at_epoch(e, **kw))  # noqa: E731
+    np.testing.assert_allclose(lr(0), 1e-6, rtol=1e-5)
+    np.testing.assert_allclose(lr(9), 1e-6 + 9 * (1e-4 - 1e-6) / 10, rtol=1e-5)  # 9.01e-5
+    np.testing.assert_allclose(lr(10), 5e-5, rtol=1e-5)  # drops to the scaled base lr
+    np.testing.assert_allclose(lr(55), 5e-7 + (5e-5 - 5e-7) * 0.5, rtol=1e-5)
+    assert lr(99) < lr(98) < lr(10)
+
+
+def test_optimizer_schedules_and_decay_masks():
+    config = load_config_file("configs/dfew.py")
+    tx, schedule = make_optimizer(config, steps_per_epoch=10, total_steps=1000)
+    np.testing.assert_allclose(float(schedule(0)), 1e-6, rtol=1e-5)
+    np.testing.assert_allclose(float(schedule(100)), 1e-4, rtol=1e-5)  # end of 10 warmup epochs
+    np.testing.assert_allclose(float(schedule(1000)), 1e-6, rtol=1e-4)  # lr · end_lr_ratio
+    ref = load_config_file("configs/dfew.py:flavor=reference")
+    _, ref_schedule = make_optimizer(ref, steps_per_epoch=10, total_steps=1000)
+    assert float(ref_schedule(100)) == float(ref_schedule(109))  # constant within an epoch
+    np.testing.assert_allclose(float(ref_schedule(100)), 1e-4 * 16 / 32, rtol=1e-5)
+    params = {"conv": {"kernel": jnp.ones((3, 3, 2, 2)), "bias": jnp.ones(2)},
+              "norm": {"scale": jnp.ones(2)}, "spatial_pos": jnp.ones((4, 2))}
+    assert decay_mask(params, "paper") == {"conv": {"kernel": True, "bias": False},
+                                           "norm": {"scale": False}, "spatial_pos": False}
+    assert all(jax.tree.leaves(decay_mask(params, "reference")))
+
+
+# --- the train step ----------------------------------------------------------------------------
+
+
+def _tiny_config(**overrides):
+    config = load_config_file("configs/default.py")
+    config.data.num_frames, config.data.image_size = 8, 32
+    for k, v in overrides.items():
+        config[k] = v
+    return config
+
+
+def _batch(n=8, seed=0, k=7):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n).astype(np.int32)
+    return dict(clips=rng.random((n, 8, 32, 32, 3), dtype=np.float32), label=labels,
+                target=np.eye(k, dtype=np.float32)[labels])
+
+
+def test_one_step_is_the_same_on_1_and_8_devices():
+    config = _tiny_config()
+    model = build_model(config)
+    tx, _ = make_optimizer(config, steps_per_epoch=10, total_steps=100)
+    local = _batch()
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()[:8]):
+        mesh = sharding.make_mesh(devices)
+        state = train.create_state(model, tx, config, mesh)
+        step = train.make_train_step(model, tx, config, mesh)
+        state, metrics = step(state, sharding.global_batch(mesh, local, train.TRAIN_KEYS))
+        results.append((float(metrics.loss.compute()), jax.device_get(state.params),
+                        jax.device_get(state.batch_stats)))
+    (loss1, params1, stats1), (loss8, params8, stats8) = results
+    np.testing.assert_allclose(loss1, loss8, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves((params1, stats1)), jax.tree.leaves((params8, stats8))):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+
+
+def test_a_non_finite_step_is_not_applied_and_stops_the_run():
+    config = _tiny_config()
+    model = build_model(config)
+    tx, _ = make_optimizer(config, steps_per_epoch=10, total_steps=100)
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    state = train.create_state(model, tx, config, mesh)
+    before = jax.device_get(state.params)
+    step = train.make_train_step(model, tx, config, mesh)
+    bad = _batch()
+    bad["clips"][0, 0, 0, 0, 0] = np.nan
+    state, _ = step(state, sharding.global_batch(mesh, bad, train.TRAIN_KEYS))
+    state, _ = step(state, sharding.global_batch(mesh, _batch(seed=1), train.TRAIN_KEYS))
+    assert int(state.nonfinite_step) == 0 and int(state.step) == 2
+    after = jax.device_get(state.params)
+    assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
+    with pytest.raises(train.NonFiniteLossError, match="at step 0"):
+        train._check_finite(state)
+
+
+def test_bfloat16_compute_runs():
+    config = _tiny_config(compute_dtype="bfloat16")
+    model = build_model(config)
+    tx, _ = make_optimizer(config, steps_per_epoch=10, total_steps=100)
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    state = train.create_state(model, tx, config, mesh)
+    state, metrics = train.make_train_step(model, tx, config, mesh)(
+        state, sharding.global_batch(mesh, _batch(), train.TRAIN_KEYS))
+    assert np.isfinite(float(metrics.loss.compute()))
+    assert jax.tree.leaves(state.params)[0].dtype == jnp.float32
+
+
+# --- end to end on a tiny synthetic set --------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("synthetic"))
+
+
+def _run_config(root, **overrides):
+    config = _tiny_config()
+    s = config.data.synthetic
+    s.num_clips, s.num_frames, s.size, s.event_frames = 60, 8, 32, 2
+    s.imbalance = "none"
+    config.data_dir = root
+    config.batch_size = config.eval_batch_size = 8
+    config.num_epochs = 1
+    config.num_train_steps = 6
+    config.eval_every_epochs = 100  # validate only at the end
+    config.checkpoint_every_steps = 2
+    config.log_every_steps = 2
+    config.optim.warmup_epochs = 0
+    for k, v in overrides.items():
+        config[k] = v
+    return config
+
+
+def _final_params(workdir):
+    manager, step = checkpointing.find_checkpoint(os.path.join(workdir, checkpointing.LATEST_DIR))
+    import orbax.checkpoint as ocp
+
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    manager.close()
+    return step, restored["state"]["params"]
+
+
+def test_end_to_end_run_writes_events_checkpoints_and_results(synthetic_root, tmp_path):
+    workdir = str(tmp_path / "run")
+    results = train.train_and_evaluate(_run_config(synthetic_root), workdir)
+    on_disk = json.load(open(os.path.join(workdir, "results.json")))
+    assert on_disk == json.loads(json.dumps(results))
+    for key in ("uar", "war", "per_class_recall", "confusion_matrix", "dataset", "fold", "model",
+                "flavor", "checkpoint_step", "validation_protocol"):
+        assert key in on_disk
+    assert on_disk["checkpoint_step"] == 6 and on_disk["validation_protocol"] == "holdout"
+    assert np.asarray(on_disk["confusion_matrix"]).sum() == on_disk["num_clips"] > 0
+    assert os.path.isfile(os.path.join(workdir, "results_predictions.csv"))
+    assert sorted(os.listdir(os.path.join(workdir, checkpointing.LATEST_DIR)))[-1] == "6"
+
+    from tensorboard.backend.event_processing import event_accumulator
+
+    events = event_accumulator.EventAccumulator(workdir, size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    names = set(tags["scalars"]) | set(tags["tensors"])
+    assert {"train_loss", "learning_rate", "val_uar", "val_war", "test_uar"} <= names
+    assert "val_confusion_matrix" in set(tags["images"]) | set(tags["tensors"])
+
+    # --mode=eval on the run reproduces the test numbers of the best checkpoint.
+    config = _run_config(synthetic_root)
+    again = evaluate.evaluate_checkpoint(config, str(tmp_path / "eval"), workdir)
+    np.testing.assert_allclose(again["uar"], results["uar"])
+    np.testing.assert_allclose(again["war"], results["war"])
+
+    # A checkpoint of another model: one clear error naming what differs.
+    other = _run_config(synthetic_root, model_name="baseline_mobilenet_v2")
+    with pytest.raises(checkpointing.CheckpointMismatchError,
+                       match="model_name: checkpoint 'ifdd_2dcnn', config 'baseline_mobilenet_v2'"):
+        evaluate.evaluate_checkpoint(other, str(tmp_path / "eval2"), workdir)
+    fewer = _run_config(synthetic_root)
+    fewer.num_classes = 5
+    with pytest.raises(ValueError, match="7 classes but config.num_classes is 5"):
+        evaluate.evaluate_checkpoint(fewer, str(tmp_path / "eval3"), workdir)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_killed_and_resumed_run_equals_the_uninterrupted_run(synthetic_root, tmp_path, monkeypatch):
+    straight = str(tmp_path / "straight")
+    train.train_and_evaluate(_run_config(synthetic_root), straight)
+
+    resumed = str(tmp_path / "resumed")
+    real_build = evaluate.build_data
+
+    def build_then_die_after_5_batches(config, workdir):
+        data = real_build(config, workdir)
+        original_next = type(data.train).__next__
+        count = {"n": 0}
+
+        def dying_next(self):
+            count["n"] += 1
+            if count["n"] > 5:
+                raise _Killed()
+            return original_next(self)
+
+        monkeypatch.setattr(type(data.train), "__next__", dying_next)
+        return data
+
+    monkeypatch.setattr(evaluate, "build_data", build_then_die_after_5_batches)
+    with pytest.raises(_Killed):
+        train.train_and_evaluate(_run_config(synthetic_root), resumed)
+    monkeypatch.undo()
+    # The last checkpoint before the kill is step 4; the rerun resumes there.
+    assert sorted(int(s) for s in os.listdir(os.path.join(resumed, checkpointing.LATEST_DIR))
+                  if s.isdigit())[-1] == 4
+    results = train.train_and_evaluate(_run_config(synthetic_root), resumed)
+
+    step_a, params_a = _final_params(straight)
+    step_b, params_b = _final_params(resumed)
+    assert step_a == step_b == 6
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+        np.testing.assert_array_equal(a, b)
+    first = json.load(open(os.path.join(straight, "results.json")))
+    assert (first["uar"], first["war"], first["confusion_matrix"]) == (
+        results["uar"], results["war"], results["confusion_matrix"])
+
+
+def _main(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "ifdd_jax.main", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_user_errors_are_one_clear_line(tmp_path):
+    result = _main("--config=configs/dfew.py", f"--workdir={tmp_path}/a",
+                   "--config.data_dir=/no/such/dfew")
+    assert result.returncode == 1
+    assert "error: data_dir /no/such/dfew does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = _main("--config=configs/dfew.py:model=resnet50", f"--workdir={tmp_path}/b",
+                   f"--config.data_dir={tmp_path}")
+    assert result.returncode == 1
+    assert "unknown model 'resnet50'" in result.stderr and "Traceback" not in result.stderr

@@ -17,6 +17,7 @@ import flax.linen as nn
 import ml_collections
 
 from ifdd_jax.models.ifdd import IFDD, Baseline
+from ifdd_jax.models.ifdd_3dvit import baseline_mvit, ifdd_3dvit
 from ifdd_jax.models.issm import ISSM
 from ifdd_jax.models.ladm import LADM
 from ifdd_jax.models.layers import check_flavor
@@ -115,6 +116,8 @@ MODELS: Dict[str, ModelFn] = {
     "ifdd_2dcnn_issm_only": ifdd_2dcnn_issm_only,
     "ifdd_2dcnn_ladm_only": ifdd_2dcnn_ladm_only,
     "baseline_mobilenet_v2": baseline_mobilenet_v2,
+    "ifdd_3dvit": ifdd_3dvit,
+    "baseline_mvit": baseline_mvit,
 }
 
 

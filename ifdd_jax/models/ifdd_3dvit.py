@@ -1,0 +1,122 @@
+"""IFDD-3DViT (MViTv2 trunk) and the vanilla MViT baseline: constructors for the model registry.
+
+Both flavors use the released 10-block backbone ("MFViT_XS": MViTv2-S with stage 3 shortened from
+11 to 5 blocks; stage depths [1, 2, 5, 2], widths [96, 192, 384, 768], heads [1, 2, 4, 8]); see
+mvit.py for the blocks. The relative-position tables are sized for the config's clip
+(config.input.num_frames × image_size²); other clip sizes interpolate them as torchvision does.
+
+reference flavor (the released network, reference-ifdd §1-§4)
+-------------------------------------------------------------
+All 10 blocks run. The pyramid takes stage 2 (the output of block 7: 384 channels at 14², *not*
+layer-normalised) and stage 3 (the final LayerNorm's output: 768 channels at 7²). Stage 2 is
+compressed by a dilated 3×3 conv (stride = dilation = padding = 2); stage 3 passes through; a 1×1
+conv maps the 1152 concatenated channels to 768. X is [B, 8, 7, 7, 768] = [B, 392, 768] as tokens.
+ISSM and LADM are the released `WaveSF_trans_CLS` (flavor "reference" in issm.py / ladm.py), and
+the head is Dropout(0.5) -> Linear(768 -> classes). The class token is carried through the blocks
+and discarded before the pyramid. Params 37.58 M at 16×224².
+The released patch embedding strides time by 2 only for clips longer than 8 frames and adds a
+temporal average pooling for 32-frame clips (so T_X is always 8); both flavors here keep
+torchvision's stride (2, 4, 4) for every clip length, so T_X = T / 2 (16 for MAFW's 32 frames).
+
+paper flavor (the paper's description)
+--------------------------------------
+"Only the first three MViT-S stages": blocks 0-7 of the same backbone (MViT stage 4, the two
+768-wide blocks, is dropped), ending in the final LayerNorm at 384 channels. The pyramid has three
+levels, stages 0/1/2 at 56²/28²/14² (96/192/384 channels), each compressed by a dilated 3×3 conv to
+14² (ratios 4/2/1; the paper compresses the coarsest level too), concatenated and mixed by a 1×1
+conv; X is [B, 8, 14, 14, C_S]. The paper gives no C_S: we take C_S = 384, the width of the last
+stage used, which is how the released code picks its output width (dim[last stage]). ISSM uses
+d_T = 128 and D_c = 4 (the paper's value for 3DViT), LADM the paper's single-head lifting.
+This network is much smaller (14.0 M params; 30.1 GMACs counting Linear/conv layers) than the
+37.44 M the paper reports, which is the released (reference) network's size: the paper's cost
+figures describe the released model, not its own architecture description.
+
+Vanilla baseline (`baseline_mvit`)
+----------------------------------
+The full 10-block backbone, mean over the T'×H'×W' tokens of the final LayerNorm's output (the
+class token is not used), Dropout(0.5) -> Linear(768 -> classes): 23.50 M params against the
+paper's 23.41 M. The same for both flavors.
+
+Costs: the paper's GFLOPs (36.01 IFDD-3DViT / 32.83 baseline) are the MACs of the Linear and
+convolution layers only: counted that way our networks give 35.88 / 32.70 at 16×224² (-0.4 %
+each). XLA's count in `model_summary` also includes the attention matmuls (q·kᵀ and
+attention·v, about 12 GMACs for this backbone) and elementwise work: 49.2 / 45.9.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import flax.linen as nn
+import ml_collections
+
+from ifdd_jax.models.ifdd import IFDD, Baseline
+from ifdd_jax.models.mvit import MViT, Triple, mvit_v2_xs_blocks
+from ifdd_jax.models.pyramid import PyramidAggregation
+
+# Stage outputs the pyramid takes, per flavor, and the number of leading blocks kept.
+REFERENCE_STAGES: Tuple[int, ...] = (2, 3)
+PAPER_STAGES: Tuple[int, ...] = (0, 1, 2)
+PAPER_NUM_BLOCKS = 8  # stages 0-2 of the 10-block backbone: depths [1, 2, 5]
+DEFAULT_FEATURES = {"reference": 768, "paper": 384}  # C_S of X
+DEFAULT_CHANNEL_COMPRESSION = 4  # D_c of ISSM's Eq. 1 for 3DViT (the paper)
+TRUNK_DROP_PATH = 0.2  # the released backbone's stochastic depth
+
+
+def clip_size(config: ml_collections.ConfigDict) -> Triple:
+    """(T, H, W) of the config's clips, which the relative-position tables are sized for."""
+    size = config.input.image_size
+    return (config.input.num_frames, size, size)
+
+
+def mvit_trunk(
+    config: ml_collections.ConfigDict,
+    *,
+    stages: Optional[Tuple[int, ...]],
+    num_blocks: Optional[int] = None,
+) -> MViT:
+    blocks = mvit_v2_xs_blocks()
+    if num_blocks is not None:
+        blocks = blocks[:num_blocks]
+    return MViT(
+        blocks=blocks, input_size=clip_size(config), stages=stages, drop_path=TRUNK_DROP_PATH
+    )
+
+
+def ifdd_3dvit(config: ml_collections.ConfigDict) -> nn.Module:
+    """IFDD-3DViT: MViTv2 trunk -> pyramid -> ISSM -> LADM -> head (see the module docstring)."""
+    # The registry's ISSM/LADM builders; imported here because the registry imports this module.
+    from ifdd_jax.models.registry import _get, _issm, _ladm
+
+    reference = config.flavor == "reference"
+    if reference:
+        trunk = mvit_trunk(config, stages=REFERENCE_STAGES)
+    else:
+        trunk = mvit_trunk(config, stages=PAPER_STAGES, num_blocks=PAPER_NUM_BLOCKS)
+    m = config.model
+    return IFDD(
+        trunk=trunk,
+        pyramid=PyramidAggregation(
+            features=_get(m, "features", DEFAULT_FEATURES[config.flavor]),
+            pass_through_last=reference,
+        ),
+        issm=_issm(
+            config,
+            channel_compression=_get(m, "channel_compression", DEFAULT_CHANNEL_COMPRESSION),
+        ),
+        ladm=_ladm(config),
+        num_classes=config.num_classes,
+        head_dropout=_get(m, "head_dropout", 0.5),
+    )
+
+
+def baseline_mvit(config: ml_collections.ConfigDict) -> nn.Module:
+    """The vanilla 10-block MViT: mean of the final tokens -> Dropout -> Linear."""
+    from ifdd_jax.models.registry import _get
+
+    return Baseline(
+        trunk=mvit_trunk(config, stages=(3,)),
+        num_classes=config.num_classes,
+        head_hidden=None,
+        head_dropout=_get(config.model, "head_dropout", 0.5),
+    )

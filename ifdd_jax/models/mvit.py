@@ -1,0 +1,499 @@
+"""MViTv2 (Li et al. 2022) in linen, channels-last, following torchvision's `mvit_v2_s`.
+
+A clip `[B, T, H, W, 3]` is cut into tokens by a Conv3d patch embedding (kernel (3, 7, 7), stride
+(2, 4, 4), padding (1, 3, 3)); a learned class token is put first (no absolute position embedding:
+MViTv2 uses relative positions). A stack of multiscale blocks follows, each
+
+    x = pool_skip(x or project(norm1(x))) + SD(attention(norm1(x)))
+    x = x + SD(mlp(norm2(x)))
+
+where the attention
+  * projects to q, k, v with one Linear to the block's *output* width (channel expansion happens
+    inside the attention, MViTv2's "dim_mul_in_att"),
+  * pools q and k/v per head with a depthwise Conv3d (kernel 3×3×3, stride stride_q / stride_kv,
+    padding kernel//2, no bias, weights shared over heads) followed by LayerNorm(head_dim); the
+    class token skips the convolution but goes through the LayerNorm,
+  * adds decomposed relative positions (t, h, w tables) to the logits of the non-class tokens,
+  * adds the pooled q to the output of every non-class token ("residual pooling"),
+and the skip path is a max pooling (kernel s + 1, stride s, padding (s + 1)//2) on blocks that
+stride q. When the width changes, the skip path is `project(norm1(x))`. LayerNorms use eps 1e-6,
+the MLP ratio is 4 with exact GELU, stochastic depth rises linearly to `drop_path` over the blocks.
+
+A stage starts at a block whose head count is new; `__call__` returns the output of the requested
+stages as per-frame maps `[B, T', h, w, C]` (class token dropped), where a stage's output is the
+token sequence just before the next stage's first block and the last stage is the final
+LayerNorm's output (so only the last stage is normalised, as in the released IFDD backbone).
+
+Relative-position tables are sized as torchvision sizes them: from the token grid of `input_size`
+(the clip's (T, H, W) the model is built for; None: the clip seen at initialisation). A block whose
+actual query/key grid needs another length interpolates its tables linearly at run time, exactly as
+torchvision's `_interpolate` does, so one set of parameters serves other input sizes too.
+
+Parameter names mirror torchvision's keys (see ifdd_jax/convert/mvit.py):
+  conv_proj, class_token, blocks_{i}/{norm1, norm2, project, mlp_fc1, mlp_fc2,
+  attn/{qkv, project, rel_pos_h, rel_pos_w, rel_pos_t, pool_q|pool_k|pool_v/{pool, norm}}}, norm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import flax.linen as nn
+
+from ifdd_jax.models.layers import StochasticDepth, gelu, torch_default_init, trunc_normal_init
+
+Triple = Tuple[int, int, int]
+
+LN_EPS = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class MViTBlockConfig:
+    """One multiscale block (torchvision's MSBlockConfig)."""
+
+    num_heads: int
+    input_channels: int
+    output_channels: int
+    kernel_q: Triple = (3, 3, 3)
+    kernel_kv: Triple = (3, 3, 3)
+    stride_q: Triple = (1, 1, 1)
+    stride_kv: Triple = (1, 1, 1)
+
+
+def block_configs(
+    depths: Sequence[int],
+    dims: Sequence[int] = (96, 192, 384, 768),
+    heads: Sequence[int] = (1, 2, 4, 8),
+    kv_stride: Triple = (1, 8, 8),
+    kernel: Triple = (3, 3, 3),
+) -> Tuple[MViTBlockConfig, ...]:
+    """The MViTv2 block list for stage depths `depths`.
+
+    Each stage after the first opens with a block that widens to the stage's width and head count
+    (inside its attention) and strides q by (1, 2, 2); the k/v stride starts at `kv_stride` and its
+    spatial part halves at every q-stride block (never below 1), so keys and values stay at the
+    coarsest grid. `block_configs((1, 2, 11, 2))` is torchvision's `mvit_v2_s`.
+    """
+    if not depths or any(d < 1 for d in depths):
+        raise ValueError(f"every stage needs at least one block, got depths {tuple(depths)}")
+    if len(depths) > min(len(dims), len(heads)):
+        raise ValueError(f"{len(depths)} stages but only {len(dims)} widths / {len(heads)} heads")
+    configs = []
+    kv = tuple(kv_stride)
+    in_dim = dims[0]
+    for stage, depth in enumerate(depths):
+        for i in range(depth):
+            opens = stage > 0 and i == 0
+            stride_q = (1, 2, 2) if opens else (1, 1, 1)
+            if opens:
+                kv = (kv[0], max(kv[1] // 2, 1), max(kv[2] // 2, 1))
+            configs.append(
+                MViTBlockConfig(
+                    num_heads=heads[stage],
+                    input_channels=in_dim,
+                    output_channels=dims[stage],
+                    kernel_q=tuple(kernel),
+                    kernel_kv=tuple(kernel),
+                    stride_q=stride_q,
+                    stride_kv=kv,
+                )
+            )
+            in_dim = dims[stage]
+    return tuple(configs)
+
+
+# torchvision's mvit_v2_s / PySlowFast MViTv2-S 16x4: 16 blocks, stage depths [1, 2, 11, 2].
+MVIT_V2_S_DEPTHS: Tuple[int, ...] = (1, 2, 11, 2)
+# The released IFDD backbone ("MFViT_XS"): stage 3 shortened from 11 to 5 blocks, 10 blocks in all.
+MVIT_V2_XS_DEPTHS: Tuple[int, ...] = (1, 2, 5, 2)
+
+
+def mvit_v2_s_blocks() -> Tuple[MViTBlockConfig, ...]:
+    return block_configs(MVIT_V2_S_DEPTHS)
+
+
+def mvit_v2_xs_blocks() -> Tuple[MViTBlockConfig, ...]:
+    return block_configs(MVIT_V2_XS_DEPTHS)
+
+
+def stage_starts(blocks: Sequence[MViTBlockConfig]) -> List[int]:
+    """Indices of the blocks that open a stage after the first: those whose head count is new
+    (the released backbone's rule)."""
+    seen = {blocks[0].num_heads}
+    starts = []
+    for i, cnf in enumerate(blocks):
+        if i > 0 and cnf.num_heads not in seen:
+            seen.add(cnf.num_heads)
+            starts.append(i)
+    return starts
+
+
+# ---------------------------------------------------------------------------------------------
+# Relative positions (integer index arithmetic, torchvision's linear table interpolation).
+
+
+def rel_pos_index(q_size: int, k_size: int) -> np.ndarray:
+    """`[q_size, k_size]` table rows for decomposed relative positions along one axis.
+
+    torchvision computes dist = i·max(k/q, 1) - (j + 1 - k)·max(q/k, 1) in floating point and
+    truncates it; with L = max(q, k) that is (i·k + (k - 1 - j)·q) / min(q, k) exactly, which we
+    evaluate in integers so that non-power-of-two ratios cannot round the wrong way.
+    """
+    i = np.arange(q_size)[:, None]
+    j = np.arange(k_size)[None, :]
+    return (i * k_size + (k_size - 1 - j) * q_size) // min(q_size, k_size)
+
+
+def linear_resize_matrix(old: int, new: int) -> np.ndarray:
+    """`[new, old]` weights of PyTorch's `F.interpolate(mode="linear", align_corners=False)`, which
+    torchvision uses to stretch a relative-position table to another length."""
+    m = np.zeros((new, old), np.float64)
+    scale = old / new
+    for i in range(new):
+        src = max((i + 0.5) * scale - 0.5, 0.0)
+        lo = min(int(np.floor(src)), old - 1)
+        hi = min(lo + 1, old - 1)
+        w = src - lo
+        m[i, lo] += 1.0 - w
+        m[i, hi] += w
+    return m
+
+
+def resize_table(table: jax.Array, length: int) -> jax.Array:
+    """A relative-position table `[L, D]` linearly resized to `[length, D]` (identity if equal)."""
+    if table.shape[0] == length:
+        return table
+    m = jnp.asarray(linear_resize_matrix(table.shape[0], length), table.dtype)
+    return m @ table
+
+
+def decomposed_rel_pos(
+    q: jax.Array,
+    q_thw: Triple,
+    k_thw: Triple,
+    rel_pos_t: jax.Array,
+    rel_pos_h: jax.Array,
+    rel_pos_w: jax.Array,
+) -> jax.Array:
+    """The relative-position logits of MViTv2.
+
+    Args:
+      q: queries without the class token `[B, heads, q_t·q_h·q_w, D]` (already pooled).
+      q_thw, k_thw: the query and key grids.
+      rel_pos_t, rel_pos_h, rel_pos_w: tables `[rows, D]`.
+    Returns:
+      `[B, heads, Nq, Nk]` (non-class tokens), R_t + R_h + R_w of each (query, key) pair.
+    """
+    (qt, qh, qw), (kt, kh, kw) = q_thw, k_thw
+    tables = []
+    for table, qs, ks in ((rel_pos_t, qt, kt), (rel_pos_h, qh, kh), (rel_pos_w, qw, kw)):
+        table = resize_table(table, 2 * max(qs, ks) - 1)
+        tables.append(table[rel_pos_index(qs, ks)])  # [q_size, k_size, D]
+    rt, rh, rw = tables
+    b, n, _, d = q.shape
+    r_q = q.reshape(b, n, qt, qh, qw, d)
+    rel_t = jnp.einsum("bnthwc,tkc->bnthwk", r_q, rt)
+    rel_h = jnp.einsum("bnthwc,hkc->bnthwk", r_q, rh)
+    rel_w = jnp.einsum("bnthwc,wkc->bnthwk", r_q, rw)
+    rel = (
+        rel_t[..., :, None, None]
+        + rel_h[..., None, :, None]
+        + rel_w[..., None, None, :]
+    )
+    return rel.reshape(b, n, qt * qh * qw, kt * kh * kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules.
+
+
+def _dense(features: int, name: str) -> nn.Dense:
+    # torchvision's MViT initialises every Linear trunc-normal(0.02) with zero bias.
+    return nn.Dense(
+        features, kernel_init=trunc_normal_init(0.02), bias_init=nn.initializers.zeros, name=name
+    )
+
+
+def _layer_norm(name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=LN_EPS, name=name)
+
+
+def _pad(kernel: Sequence[int]) -> Tuple[Tuple[int, int], ...]:
+    return tuple((k // 2, k // 2) for k in kernel)
+
+
+def _split_cls(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
+    return x[..., :1, :], x[..., 1:, :]
+
+
+def depthwise_conv3d_shifted(x: jax.Array, kernel: jax.Array, stride: Sequence[int]) -> jax.Array:
+    """Depthwise 3D convolution with symmetric padding kernel//2, as a sum of strided, shifted
+    slices times the per-channel taps: the grouped convolution's result. `[N, T, H, W, C]`, kernel
+    `[kt, kh, kw, 1, C]` -> `[N, T', H', W', C]`. XLA's CPU backend runs grouped convolutions (and
+    above all their gradients) 15-35x slower than this form for MViT's pooling."""
+    ksize = kernel.shape[:3]
+    padded = jnp.pad(x, ((0, 0),) + _pad(ksize) + ((0, 0),))
+    out = [(n + 2 * (k // 2) - k) // s + 1 for n, k, s in zip(x.shape[1:4], ksize, stride)]
+    result = None
+    for a in range(ksize[0]):
+        for b in range(ksize[1]):
+            for c in range(ksize[2]):
+                start = (0, a, b, c, 0)
+                limit = (
+                    padded.shape[0],
+                    a + (out[0] - 1) * stride[0] + 1,
+                    b + (out[1] - 1) * stride[1] + 1,
+                    c + (out[2] - 1) * stride[2] + 1,
+                    padded.shape[4],
+                )
+                window = jax.lax.slice(padded, start, limit, (1,) + tuple(stride) + (1,))
+                term = window * kernel[a, b, c, 0]
+                result = term if result is None else result + term
+    return result
+
+
+# "auto" takes the shifted form on CPU only from this many input elements: it runs much faster
+# but compiles slower (27 slices), which dominates for the small maps of tests and tiny clips.
+SHIFTED_MIN_ELEMENTS = 1 << 19
+
+
+class DepthwiseConv3d(nn.Module):
+    """Depthwise Conv3d without bias, padding kernel//2; parameter `kernel` `[kt, kh, kw, 1, C]`
+    as nn.Conv's. `impl`: "grouped" (XLA's grouped convolution), "shifted" (see
+    depthwise_conv3d_shifted) or "auto": shifted on CPU for inputs of at least
+    SHIFTED_MIN_ELEMENTS elements, grouped otherwise (and always on accelerators)."""
+
+    kernel_size: Triple
+    stride: Triple
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        kernel = self.param("kernel", torch_default_init, tuple(self.kernel_size) + (1, channels))
+        kernel = kernel.astype(x.dtype)
+        impl = self.impl
+        if impl == "auto":
+            large = x.size >= SHIFTED_MIN_ELEMENTS
+            impl = "shifted" if jax.default_backend() == "cpu" and large else "grouped"
+        if impl == "shifted":
+            return depthwise_conv3d_shifted(x, kernel, self.stride)
+        if impl != "grouped":
+            raise ValueError(f"depthwise impl must be auto, shifted or grouped, got {impl!r}")
+        return jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            tuple(self.stride),
+            _pad(self.kernel_size),
+            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+            feature_group_count=channels,
+        )
+
+
+class AttentionPool(nn.Module):
+    """Pools per-head tokens `[B, heads, 1 + t·h·w, D]` with a depthwise Conv3d (shared over the
+    heads; the class token skips it), then LayerNorm(D) over all tokens. Returns the pooled tokens
+    and their grid."""
+
+    kernel: Triple
+    stride: Triple
+
+    @nn.compact
+    def __call__(self, x: jax.Array, thw: Triple) -> Tuple[jax.Array, Triple]:
+        b, n, _, d = x.shape
+        cls, tokens = _split_cls(x)
+        grid = tokens.reshape((b * n,) + tuple(thw) + (d,))
+        grid = DepthwiseConv3d(self.kernel, self.stride, name="pool")(grid)
+        new_thw = tuple(grid.shape[1:4])
+        tokens = grid.reshape(b, n, -1, d)
+        x = jnp.concatenate([cls, tokens], axis=2)
+        return _layer_norm("norm")(x), new_thw
+
+
+class MultiscaleAttention(nn.Module):
+    """Pooling attention of one block. `[B, 1 + N, C_in]` -> `[B, 1 + N', C_out]` and the new grid.
+
+    `rel_pos_rows` are the (temporal, spatial) lengths of the relative-position tables.
+    """
+
+    output_channels: int
+    num_heads: int
+    kernel_q: Triple
+    kernel_kv: Triple
+    stride_q: Triple
+    stride_kv: Triple
+    rel_pos_rows: Tuple[int, int]
+
+    @nn.compact
+    def __call__(self, x: jax.Array, thw: Triple) -> Tuple[jax.Array, Triple]:
+        b, n_tokens, _ = x.shape
+        heads = self.num_heads
+        if self.output_channels % heads:
+            raise ValueError(f"width {self.output_channels} not divisible by {heads} heads")
+        head_dim = self.output_channels // heads
+        qkv = _dense(3 * self.output_channels, "qkv")(x)
+        # torchvision's layout of the qkv output is [3, heads, head_dim].
+        qkv = qkv.reshape(b, n_tokens, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # [B, heads, N, D]
+
+        k_thw = thw
+        if np.prod(self.kernel_kv) > 1 or np.prod(self.stride_kv) > 1:
+            k, k_thw = AttentionPool(self.kernel_kv, self.stride_kv, name="pool_k")(k, thw)
+            v, _ = AttentionPool(self.kernel_kv, self.stride_kv, name="pool_v")(v, thw)
+        q_thw = thw
+        if np.prod(self.kernel_q) > 1 or np.prod(self.stride_q) > 1:
+            q, q_thw = AttentionPool(self.kernel_q, self.stride_q, name="pool_q")(q, thw)
+
+        logits = jnp.einsum("bnqd,bnkd->bnqk", q * head_dim**-0.5, k)
+        t_rows, s_rows = self.rel_pos_rows
+        init = trunc_normal_init(0.02)
+        rel = decomposed_rel_pos(
+            q[:, :, 1:],
+            q_thw,
+            k_thw,
+            self.param("rel_pos_t", init, (t_rows, head_dim)),
+            self.param("rel_pos_h", init, (s_rows, head_dim)),
+            self.param("rel_pos_w", init, (s_rows, head_dim)),
+        )
+        # Relative positions concern the non-class tokens (row 0 and column 0 are the class token).
+        logits = logits + jnp.pad(rel, ((0, 0), (0, 0), (1, 0), (1, 0)))
+        weights = jax.nn.softmax(logits, axis=-1)
+        out = jnp.einsum("bnqk,bnkd->bnqd", weights, v)
+        # Residual pooling: the pooled query is added to every non-class output token.
+        out = out + jnp.pad(q[:, :, 1:], ((0, 0), (0, 0), (1, 0), (0, 0)))
+        out = out.transpose(0, 2, 1, 3).reshape(b, -1, self.output_channels)
+        return _dense(self.output_channels, "project")(out), q_thw
+
+
+class MultiscaleBlock(nn.Module):
+    """One MViTv2 block: tokens `[B, 1 + t·h·w, C_in]` -> `[B, 1 + t'·h'·w', C_out]` + grid."""
+
+    config: MViTBlockConfig
+    rel_pos_rows: Tuple[int, int]
+    drop_path: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, thw: Triple, *, train: bool) -> Tuple[jax.Array, Triple]:
+        cnf = self.config
+        if x.shape[-1] != cnf.input_channels:
+            raise ValueError(f"block expects {cnf.input_channels} channels, got {x.shape[-1]}")
+        drop = StochasticDepth(self.drop_path)
+        x_norm = _layer_norm("norm1")(x)
+        attn, new_thw = MultiscaleAttention(
+            cnf.output_channels,
+            cnf.num_heads,
+            cnf.kernel_q,
+            cnf.kernel_kv,
+            cnf.stride_q,
+            cnf.stride_kv,
+            self.rel_pos_rows,
+            name="attn",
+        )(x_norm, thw)
+        if cnf.input_channels != cnf.output_channels:
+            # The widened skip path starts from norm1(x) (torchvision's proj_after_attn=True).
+            x = _dense(cnf.output_channels, "project")(x_norm)
+        if np.prod(cnf.stride_q) > 1:
+            kernel = tuple(s + 1 if s > 1 else s for s in cnf.stride_q)
+            cls, tokens = _split_cls(x)
+            b, c = x.shape[0], x.shape[-1]
+            # Flax pads max pooling with -inf, as PyTorch's MaxPool3d does.
+            pooled = nn.max_pool(
+                tokens.reshape((b,) + tuple(thw) + (c,)),
+                kernel,
+                strides=cnf.stride_q,
+                padding=_pad(kernel),
+            )
+            x = jnp.concatenate([cls, pooled.reshape(b, -1, c)], axis=1)
+        x = x + drop(attn, deterministic=not train)
+        h = _layer_norm("norm2")(x)
+        h = gelu(_dense(4 * cnf.output_channels, "mlp_fc1")(h))
+        h = _dense(cnf.output_channels, "mlp_fc2")(h)
+        return x + drop(h, deterministic=not train), new_thw
+
+
+class MViT(nn.Module):
+    """The MViTv2 trunk. Clips `[B, T, H, W, 3]` -> the requested stage outputs, each a per-frame
+    map `[B, t, h, w, C]` (finest first); with `return_tokens` also the final normalised tokens
+    `[B, 1 + t·h·w, C]` (class token first).
+
+    Attributes:
+      blocks: the block list (`mvit_v2_s_blocks()`, `mvit_v2_xs_blocks()` or `block_configs(...)`).
+      input_size: (T, H, W) of the clips the relative-position tables are sized for; None takes
+        the clip seen at initialisation.
+      stages: which stage outputs to return (None: all).
+      drop_path: stochastic depth of the last block (block i gets drop_path · i / (n - 1)).
+    """
+
+    blocks: Sequence[MViTBlockConfig]
+    input_size: Optional[Triple] = None
+    stages: Optional[Sequence[int]] = None
+    drop_path: float = 0.2
+    patch_kernel: Triple = (3, 7, 7)
+    patch_stride: Triple = (2, 4, 4)
+    patch_padding: Triple = (1, 3, 3)
+
+    def rel_pos_rows(self, clip_thw: Sequence[int]) -> List[Tuple[int, int]]:
+        """(temporal, spatial) table lengths of every block for clips of size (T, H, W), sized as
+        torchvision sizes them (grids by floor division)."""
+        size = [n // s for n, s in zip(clip_thw, self.patch_stride)]
+        rows = []
+        for cnf in self.blocks:
+            spatial = max(size[1:])
+            q_size = spatial // cnf.stride_q[1]
+            kv_size = spatial // cnf.stride_kv[1]
+            rows.append((2 * size[0] - 1, 2 * max(q_size, kv_size) - 1))
+            size = [n // s for n, s in zip(size, cnf.stride_q)]
+        return rows
+
+    def num_stages(self) -> int:
+        return 1 + len(stage_starts(self.blocks))
+
+    @nn.compact
+    def __call__(
+        self, clips: jax.Array, *, train: bool = False, return_tokens: bool = False
+    ) -> Union[List[jax.Array], Tuple[List[jax.Array], jax.Array]]:
+        if clips.ndim != 5:
+            raise ValueError(f"expected clips [B, T, H, W, C], got shape {clips.shape}")
+        if not self.blocks:
+            raise ValueError("MViT needs at least one block")
+        wanted = tuple(range(self.num_stages())) if self.stages is None else tuple(self.stages)
+        if any(not 0 <= s < self.num_stages() for s in wanted):
+            raise ValueError(f"stages {wanted} out of range for {self.num_stages()} stages")
+        sized_for = tuple(self.input_size) if self.input_size else tuple(clips.shape[1:4])
+        rows = self.rel_pos_rows(sized_for)
+
+        x = nn.Conv(
+            self.blocks[0].input_channels,
+            self.patch_kernel,
+            strides=self.patch_stride,
+            padding=tuple((p, p) for p in self.patch_padding),
+            kernel_init=torch_default_init,
+            name="conv_proj",
+        )(clips)
+        b = x.shape[0]
+        thw = tuple(x.shape[1:4])
+        c = x.shape[-1]
+        cls = self.param("class_token", trunc_normal_init(0.02), (c,))
+        x = jnp.concatenate(
+            [jnp.broadcast_to(cls.astype(x.dtype), (b, 1, c)), x.reshape(b, -1, c)], axis=1
+        )
+
+        def to_map(tokens: jax.Array, grid: Triple) -> jax.Array:
+            return tokens[:, 1:].reshape((b,) + tuple(grid) + (tokens.shape[-1],))
+
+        starts = stage_starts(self.blocks)
+        outputs = {}
+        n = len(self.blocks)
+        for i, cnf in enumerate(self.blocks):
+            if i in starts:
+                outputs[starts.index(i)] = to_map(x, thw)
+            rate = self.drop_path * i / (n - 1.0) if n > 1 else 0.0
+            x, thw = MultiscaleBlock(cnf, rows[i], rate, name=f"blocks_{i}")(x, thw, train=train)
+        x = _layer_norm("norm")(x)
+        outputs[len(starts)] = to_map(x, thw)
+        levels = [outputs[s] for s in wanted]
+        return (levels, x) if return_tokens else levels

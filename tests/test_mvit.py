@@ -1,0 +1,247 @@
+"""MViTv2 trunk and IFDD-3DViT: block configs, the reference tensor-shape table (jax.eval_shape at
+full size), parameter counts, relative-position arithmetic and tiny real forward/backward passes."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ifdd_jax.config_lib import load_config_file
+from ifdd_jax.models import build_model
+from ifdd_jax.models.mvit import (
+    DepthwiseConv3d,
+    MViT,
+    MultiscaleBlock,
+    block_configs,
+    linear_resize_matrix,
+    mvit_v2_s_blocks,
+    mvit_v2_xs_blocks,
+    rel_pos_index,
+    stage_starts,
+)
+
+RNGS = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+FULL = jax.ShapeDtypeStruct((1, 16, 224, 224, 3), jnp.float32)
+
+
+def _config(**args):
+    arg = ",".join(f"{k}={v}" for k, v in args.items())
+    return load_config_file(f"configs/dfew.py:{arg}")
+
+
+def _count(tree):
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def test_mvit_v2_s_block_config_matches_torchvision():
+    blocks = mvit_v2_s_blocks()
+    assert len(blocks) == 16
+    assert [b.num_heads for b in blocks] == [1, 2, 2, 4] + [4] * 10 + [8, 8]
+    assert [b.input_channels for b in blocks] == [96, 96, 192, 192] + [384] * 11 + [768]
+    assert [b.output_channels for b in blocks] == [96, 192, 192] + [384] * 11 + [768, 768]
+    strided = [i for i, b in enumerate(blocks) if b.stride_q != (1, 1, 1)]
+    assert strided == [1, 3, 14] and all(blocks[i].stride_q == (1, 2, 2) for i in strided)
+    kv = [b.stride_kv for b in blocks]
+    assert kv == [(1, 8, 8)] + [(1, 4, 4)] * 2 + [(1, 2, 2)] * 11 + [(1, 1, 1)] * 2
+    assert all(b.kernel_q == b.kernel_kv == (3, 3, 3) for b in blocks)
+    assert stage_starts(blocks) == [1, 3, 14]
+
+
+def test_released_10_block_config():
+    blocks = mvit_v2_xs_blocks()
+    assert [b.num_heads for b in blocks] == [1, 2, 2, 4, 4, 4, 4, 4, 8, 8]
+    assert [b.output_channels for b in blocks] == [96, 192, 192, 384, 384, 384, 384, 384, 768, 768]
+    assert [b.stride_kv for b in blocks] == [(1, 8, 8), (1, 4, 4), (1, 4, 4)] + [(1, 2, 2)] * 5 + [
+        (1, 1, 1)
+    ] * 2
+    assert stage_starts(blocks) == [1, 3, 8]
+    with pytest.raises(ValueError, match="at least one block"):
+        block_configs((1, 0))
+
+
+def test_reference_shape_table():
+    """reference-ifdd §1: per-block token shapes, stage outputs and IFDD's wiring at 16×224²."""
+    trunk = MViT(mvit_v2_xs_blocks())
+    variables = jax.eval_shape(lambda x: trunk.init(RNGS, x), FULL)
+    blocks = []
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if isinstance(context.module, MultiscaleBlock) and context.method_name == "__call__":
+            blocks.append((out[0].shape, out[1]))
+        return out
+
+    def forward(v, x):
+        with nn.intercept_methods(record):
+            return trunk.apply(v, x, return_tokens=True)
+
+    levels, tokens = jax.eval_shape(forward, variables, FULL)
+    expected_blocks = (
+        [((1, 25089, 96), (8, 56, 56))]
+        + [((1, 6273, 192), (8, 28, 28))] * 2
+        + [((1, 1569, 384), (8, 14, 14))] * 5
+        + [((1, 393, 768), (8, 7, 7))] * 2
+    )
+    assert blocks == expected_blocks
+    assert [lv.shape for lv in levels] == [
+        (1, 8, 56, 56, 96),
+        (1, 8, 28, 28, 192),
+        (1, 8, 14, 14, 384),
+        (1, 8, 7, 7, 768),
+    ]
+    assert tokens.shape == (1, 393, 768)
+
+    model = build_model(_config(model="ifdd_3dvit", flavor="reference"))
+    variables = jax.eval_shape(lambda x: model.init(RNGS, x), FULL)
+    calls = {}
+
+    def record_top(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__" and len(context.module.path) == 1:
+            calls[context.module.path[0]] = out
+        return out
+
+    def forward_model(v, x):
+        with nn.intercept_methods(record_top):
+            return model.apply(v, x)
+
+    out = jax.eval_shape(forward_model, variables, FULL)
+    assert [lv.shape for lv in calls["trunk"]] == [(1, 8, 14, 14, 384), (1, 8, 7, 7, 768)]
+    assert calls["pyramid"].shape == (8, 7, 7, 768)  # (B·T, 7, 7, 768) = X as [1, 392, 768]
+    assert out["static"].shape == out["dynamic"].shape == (1, 4, 7, 7, 768)  # 196 tokens each
+    assert out["feature"].shape == (1, 768)
+    assert out["logits"].shape == (1, 7)
+    assert out["pooled_x"].shape == (1, 4, 7, 7, 768)
+    p = variables["params"]
+    assert p["pyramid"]["level0_conv"]["kernel"].shape == (3, 3, 384, 384)
+    assert "level1_conv" not in p["pyramid"]
+    assert p["pyramid"]["cat_conv"]["kernel"].shape == (1, 1, 1152, 768)
+    assert p["ladm"]["project_compress"].shape == (196, 1)
+
+
+def test_reference_parameter_counts():
+    """The released model has 37.577 M params: embed 0.042, blocks 23.45, PAN 1.327, CatConv 0.885,
+    WaveLifts 11.866, head 0.005 (reference-ifdd §2)."""
+    model = build_model(_config(model="ifdd_3dvit", flavor="reference"))
+    p = jax.eval_shape(lambda x: model.init(RNGS, x), FULL)["params"]
+    total = _count(p)
+    assert abs(total - 37.577e6) / 37.577e6 < 0.001
+    trunk = p["trunk"]
+    assert _count(trunk["conv_proj"]) == 96 * 3 * 3 * 7 * 7 + 96
+    blocks = sum(_count(v) for k, v in trunk.items() if k.startswith("blocks_"))
+    assert abs(blocks / 1e6 - 23.45) < 0.01
+    assert _count(p["pyramid"]["level0_conv"]) == 384 * 384 * 9
+    assert _count(p["pyramid"]["cat_conv"]) == 1152 * 768
+    assert abs((_count(p["issm"]) + _count(p["ladm"])) / 1e6 - 11.866) < 0.001
+    assert _count(p["head"]) == 768 * 7 + 7
+    # Table lengths are those of torchvision/IFDD at 16×224².
+    attn0, attn1, attn8 = (trunk[f"blocks_{i}"]["attn"] for i in (0, 1, 8))
+    assert attn0["rel_pos_h"].shape == (111, 96) and attn0["rel_pos_t"].shape == (15, 96)
+    assert attn1["rel_pos_w"].shape == (55, 96)
+    assert attn8["rel_pos_h"].shape == (27, 96)
+    assert attn0["pool_q"]["pool"]["kernel"].shape == (3, 3, 3, 1, 96)
+
+
+def test_baseline_mvit_parameter_count():
+    model = build_model(_config(model="baseline_mvit"))
+    p = jax.eval_shape(lambda x: model.init(RNGS, x), FULL)["params"]
+    assert abs(_count(p) / 1e6 - 23.41) / 23.41 < 0.01
+    assert set(p) == {"trunk", "head"}
+
+
+def test_paper_flavor_uses_three_stages_to_14():
+    config = _config(model="ifdd_3dvit", flavor="paper")
+    model = build_model(config)
+    variables = jax.eval_shape(lambda x: model.init(RNGS, x), FULL)
+    out = jax.eval_shape(lambda v, x: model.apply(v, x), variables, FULL)
+    assert out["static"].shape == (1, 4, 14, 14, 384)
+    p = variables["params"]
+    blocks = sorted(k for k in p["trunk"] if k.startswith("blocks_"))
+    assert blocks == [f"blocks_{i}" for i in range(8)]
+    assert {"level0_conv", "level1_conv", "level2_conv"} <= set(p["pyramid"])
+    assert p["pyramid"]["level0_conv"]["kernel"].shape == (3, 3, 96, 96)
+
+
+def test_rel_pos_index_matches_torchvision_formula():
+    def float_formula(q, k):  # torchvision's arithmetic, exact for these power-of-two ratios
+        qr, kr = max(k / q, 1.0), max(q / k, 1.0)
+        d = np.arange(q)[:, None] * qr - (np.arange(k)[None, :] + (1.0 - k)) * kr
+        return d.astype(np.int64)
+
+    for q, k in [(56, 7), (28, 14), (14, 14), (7, 14), (8, 8), (4, 8), (1, 1), (2, 1)]:
+        idx = rel_pos_index(q, k)
+        np.testing.assert_array_equal(idx, float_formula(q, k))
+        assert idx.min() >= 0 and idx.max() <= 2 * max(q, k) - 2
+    # A non-power-of-two ratio: the exact value, where float32 arithmetic would truncate 6.999.
+    assert rel_pos_index(3, 7)[2, 6] == (2 * 7 + 0 * 3) // 3
+
+
+def test_linear_resize_matrix_matches_pytorch_rule():
+    # Upsampling 3 -> 5 with align_corners=False: source positions (i + 0.5)·0.6 - 0.5.
+    m = linear_resize_matrix(3, 5)
+    np.testing.assert_allclose(m.sum(axis=1), 1.0)
+    table = np.array([0.0, 10.0, 20.0])
+    np.testing.assert_allclose(m @ table, [0.0, 4.0, 10.0, 16.0, 20.0], atol=1e-12)
+    np.testing.assert_allclose(linear_resize_matrix(4, 4), np.eye(4))
+
+
+def _tiny_mvit(**kw):
+    # Two stages of one and two blocks, 16 channels: every block type (plain, q-stride + widening).
+    blocks = block_configs((1, 2), dims=(8, 16), heads=(1, 2), kv_stride=(1, 4, 4))
+    return MViT(blocks, **kw)
+
+
+def test_tiny_mvit_forward_backward_and_other_input_sizes():
+    x = jax.random.normal(jax.random.key(0), (2, 8, 32, 32, 3))
+    model = _tiny_mvit(input_size=(8, 32, 32))
+    variables = jax.jit(lambda x: model.init(RNGS, x))(x)
+    levels, tokens = jax.jit(lambda v, x: model.apply(v, x, return_tokens=True))(variables, x)
+    assert [lv.shape for lv in levels] == [(2, 4, 8, 8, 8), (2, 4, 4, 4, 16)]
+    assert tokens.shape == (2, 1 + 4 * 4 * 4, 16)
+    # Stage 0 is not normalised; the last stage is the final LayerNorm's output.
+    np.testing.assert_allclose(np.asarray(levels[1]).mean(-1), 0.0, atol=1e-5)
+
+    def loss(p, x):
+        out = model.apply({"params": p}, x, train=True, rngs={"dropout": jax.random.key(2)})
+        return sum(jnp.sum(lv**2) for lv in out)
+
+    grads = jax.jit(jax.grad(loss))(variables["params"], x)
+    flat = jax.tree_util.tree_leaves_with_path(grads)
+    zero = [jax.tree_util.keystr(k) for k, g in flat if not np.any(np.asarray(g))]
+    assert not zero, f"no gradient reaches {zero}"
+    assert all(np.all(np.isfinite(np.asarray(g))) for _, g in flat)
+    # The same parameters serve another clip size: the tables are interpolated at run time.
+    other = jax.jit(model.apply)(variables, jax.random.normal(jax.random.key(1), (1, 4, 48, 48, 3)))
+    assert [lv.shape for lv in other] == [(1, 2, 12, 12, 8), (1, 2, 6, 6, 16)]
+    assert all(np.all(np.isfinite(np.asarray(lv))) for lv in other)
+
+
+def test_class_token_and_rel_pos_change_the_output():
+    x = jax.random.normal(jax.random.key(0), (1, 4, 32, 32, 3))
+    model = _tiny_mvit()
+    v = jax.jit(lambda x: model.init(RNGS, x))(x)
+    apply = jax.jit(model.apply)
+    base = apply(v, x)[-1]
+    zeroed = jax.tree_util.tree_map_with_path(
+        lambda path, a: jnp.zeros_like(a) if "rel_pos" in jax.tree_util.keystr(path) else a, v
+    )
+    assert not np.allclose(apply(zeroed, x)[-1], base)
+    # The stage selection is only a view: the same parameters for any requested stages.
+    last_only = _tiny_mvit(stages=(1,))
+    np.testing.assert_allclose(jax.jit(last_only.apply)(v, x)[0], base, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="out of range"):
+        _tiny_mvit(stages=(2,)).init(RNGS, x)
+
+
+@pytest.mark.parametrize("stride", [(1, 1, 1), (1, 2, 2), (2, 4, 4)])
+def test_shifted_depthwise_conv3d_equals_the_grouped_convolution(stride):
+    x = jax.random.normal(jax.random.key(0), (2, 5, 9, 8, 6))
+    shifted = DepthwiseConv3d((3, 3, 3), stride, impl="shifted")
+    v = shifted.init(RNGS, x)
+    grouped = DepthwiseConv3d((3, 3, 3), stride, impl="grouped")
+    out = shifted.apply(v, x)
+    np.testing.assert_allclose(out, grouped.apply(v, x), rtol=1e-5, atol=1e-5)
+    expected = tuple((n - 1) // s + 1 for n, s in zip(x.shape[1:4], stride))
+    assert out.shape == (2,) + expected + (6,)
+    assert v["params"]["kernel"].shape == (3, 3, 3, 1, 6)

@@ -171,6 +171,15 @@ def test_ifdd_2dcnn_cost_matches_the_paper():
     assert sum(m.params for m in summary.modules) == summary.params
 
 
+def test_ifdd_3dvit_and_mvit_baseline_costs_match_the_paper():
+    ifdd = summarize(_config(model="ifdd_3dvit", flavor="reference"))
+    assert abs(ifdd.params / 1e6 - 37.58) / 37.58 < 0.02
+    assert abs(ifdd.macs / 1e9 - 36.01) / 36.01 < 0.10
+    base = summarize(_config(model="baseline_mvit"))
+    assert abs(base.params / 1e6 - 23.41) / 23.41 < 0.02
+    assert abs(base.macs / 1e9 - 32.83) / 32.83 < 0.10
+
+
 def test_baseline_matches_the_paper_parameter_count():
     summary = summarize(_config(model="baseline_mobilenet_v2"))
     assert abs(summary.params / 1e6 - 1.55) / 1.55 < 0.01

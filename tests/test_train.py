@@ -181,7 +181,34 @@ def _final_params(workdir):
     return step, restored["state"]["params"]
 
 
-def test_end_to_end_run_writes_events_checkpoints_and_results(synthetic_root, tmp_path):
+class _Killed(Exception):
+    pass
+
+
+def _kill_after(monkeypatch, batches: int) -> None:
+    """Makes the next run's train iterator raise after `batches` batches (a simulated kill)."""
+    real_build = evaluate.build_data
+
+    def build_then_die(config, workdir):
+        data = real_build(config, workdir)
+        original_next = type(data.train).__next__
+        count = {"n": 0}
+
+        def dying_next(self):
+            count["n"] += 1
+            if count["n"] > batches:
+                raise _Killed()
+            return original_next(self)
+
+        monkeypatch.setattr(type(data.train), "__next__", dying_next)
+        return data
+
+    monkeypatch.setattr(evaluate, "build_data", build_then_die)
+
+
+def test_end_to_end_run_resume_and_eval(synthetic_root, tmp_path, monkeypatch):
+    """One uninterrupted run: its files, events, --mode=eval and checkpoint errors; then the same
+    run killed after 5 steps and rerun, which must end exactly where the uninterrupted run did."""
     workdir = str(tmp_path / "run")
     results = train.train_and_evaluate(_run_config(synthetic_root), workdir)
     on_disk = json.load(open(os.path.join(workdir, "results.json")))
@@ -204,12 +231,11 @@ def test_end_to_end_run_writes_events_checkpoints_and_results(synthetic_root, tm
     assert "val_confusion_matrix" in set(tags["images"]) | set(tags["tensors"])
 
     # --mode=eval on the run reproduces the test numbers of the best checkpoint.
-    config = _run_config(synthetic_root)
-    again = evaluate.evaluate_checkpoint(config, str(tmp_path / "eval"), workdir)
+    again = evaluate.evaluate_checkpoint(_run_config(synthetic_root), str(tmp_path / "eval"), workdir)
     np.testing.assert_allclose(again["uar"], results["uar"])
     np.testing.assert_allclose(again["war"], results["war"])
 
-    # A checkpoint of another model: one clear error naming what differs.
+    # A checkpoint of another model or class count: one clear error naming what differs.
     other = _run_config(synthetic_root, model_name="baseline_mobilenet_v2")
     with pytest.raises(checkpointing.CheckpointMismatchError,
                        match="model_name: checkpoint 'ifdd_2dcnn', config 'baseline_mobilenet_v2'"):
@@ -219,49 +245,22 @@ def test_end_to_end_run_writes_events_checkpoints_and_results(synthetic_root, tm
     with pytest.raises(ValueError, match="7 classes but config.num_classes is 5"):
         evaluate.evaluate_checkpoint(fewer, str(tmp_path / "eval3"), workdir)
 
-
-class _Killed(Exception):
-    pass
-
-
-def test_a_killed_and_resumed_run_equals_the_uninterrupted_run(synthetic_root, tmp_path, monkeypatch):
-    straight = str(tmp_path / "straight")
-    train.train_and_evaluate(_run_config(synthetic_root), straight)
-
+    # Killed after 5 steps (the last checkpoint is step 4), then the same command again.
     resumed = str(tmp_path / "resumed")
-    real_build = evaluate.build_data
-
-    def build_then_die_after_5_batches(config, workdir):
-        data = real_build(config, workdir)
-        original_next = type(data.train).__next__
-        count = {"n": 0}
-
-        def dying_next(self):
-            count["n"] += 1
-            if count["n"] > 5:
-                raise _Killed()
-            return original_next(self)
-
-        monkeypatch.setattr(type(data.train), "__next__", dying_next)
-        return data
-
-    monkeypatch.setattr(evaluate, "build_data", build_then_die_after_5_batches)
+    _kill_after(monkeypatch, 5)
     with pytest.raises(_Killed):
         train.train_and_evaluate(_run_config(synthetic_root), resumed)
     monkeypatch.undo()
-    # The last checkpoint before the kill is step 4; the rerun resumes there.
     assert sorted(int(s) for s in os.listdir(os.path.join(resumed, checkpointing.LATEST_DIR))
                   if s.isdigit())[-1] == 4
-    results = train.train_and_evaluate(_run_config(synthetic_root), resumed)
-
-    step_a, params_a = _final_params(straight)
+    resumed_results = train.train_and_evaluate(_run_config(synthetic_root), resumed)
+    step_a, params_a = _final_params(workdir)
     step_b, params_b = _final_params(resumed)
     assert step_a == step_b == 6
     for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
         np.testing.assert_array_equal(a, b)
-    first = json.load(open(os.path.join(straight, "results.json")))
-    assert (first["uar"], first["war"], first["confusion_matrix"]) == (
-        results["uar"], results["war"], results["confusion_matrix"])
+    assert (results["uar"], results["war"], results["confusion_matrix"]) == (
+        resumed_results["uar"], resumed_results["war"], resumed_results["confusion_matrix"])
 
 
 def _main(*args, timeout=300):

@@ -9,6 +9,15 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
 ).strip()
 
+# torchvision (the optional torch extra, used by the converter and parity tests) loads triton
+# through torch._dynamo, which segfaults when TensorFlow was imported first in the same process.
+# The product never imports torchvision; the tests load it before anything imports TensorFlow.
+try:
+    import torch  # noqa: E402, F401
+    import torchvision  # noqa: E402, F401
+except ImportError:
+    pass
+
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)

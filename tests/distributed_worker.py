@@ -1,8 +1,9 @@
-"""Worker for test_distributed.py: trains a few steps of a tiny IFDD-2DCNN, either as one of N
-`jax.distributed` processes on 127.0.0.1 (each feeding its share of the global batch) or alone,
-and writes the losses and a parameter checksum to a JSON file.
+"""Worker for test_distributed.py: trains a few steps of a tiny IFDD-2DCNN as one of N
+`jax.distributed` processes on 127.0.0.1 (each feeding its share of the global batch), and writes
+the losses and a parameter checksum to a JSON file. `train_few_steps` is also called in-process
+by the test for the single-process reference.
 
-    python tests/distributed_worker.py OUT.json [PORT NUM_PROCESSES PROCESS_ID]
+    python tests/distributed_worker.py OUT.json PORT NUM_PROCESSES PROCESS_ID
 """
 
 import json
@@ -13,8 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import jax  # noqa: E402
 
-jax.config.update("jax_num_cpu_devices", 1)
-if len(sys.argv) > 2:
+if __name__ == "__main__":
+    jax.config.update("jax_num_cpu_devices", 1)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=f"127.0.0.1:{sys.argv[2]}",
@@ -33,12 +34,14 @@ from ifdd_jax.optim import make_optimizer  # noqa: E402
 GLOBAL_BATCH, STEPS = 4, 3
 
 
-def main(out: str) -> None:
+def train_few_steps(devices=None) -> dict:
+    """Losses and a parameter checksum after STEPS steps on a mesh over `devices` (default: all
+    devices of all processes)."""
     config = load_config_file("configs/default.py")
     config.data.num_frames, config.data.image_size = 4, 32
     model = build_model(config)
     tx, _ = make_optimizer(config, steps_per_epoch=10, total_steps=100)
-    mesh = sharding.make_mesh()
+    mesh = sharding.make_mesh(devices)
     state = train.create_state(model, tx, config, mesh)
     step = train.make_train_step(model, tx, config, mesh)
     share = GLOBAL_BATCH // jax.process_count()
@@ -53,12 +56,13 @@ def main(out: str) -> None:
         state, metrics = step(state, sharding.global_batch(mesh, local, train.TRAIN_KEYS))
         losses.append(float(metrics.loss.compute()))
     leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
-    if jax.process_index() == 0:
-        with open(out, "w") as f:
-            json.dump(dict(losses=losses, devices=jax.device_count(),
-                           checksum=float(sum(np.abs(x).sum() for x in leaves)),
-                           first=leaves[0].ravel()[:16].tolist()), f)
+    return dict(losses=losses, devices=mesh.devices.size,
+                checksum=float(sum(np.abs(x).sum() for x in leaves)),
+                first=leaves[0].ravel()[:16].tolist())
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    result = train_few_steps()
+    if jax.process_index() == 0:
+        with open(sys.argv[1], "w") as f:
+            json.dump(result, f)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Sequence
 
 import jax
 import jax.extend
@@ -127,7 +127,7 @@ def _macs(fn, *args) -> float:
     cost = jax.jit(fn).lower(*args).cost_analysis()
     if isinstance(cost, (list, tuple)):  # older JAX returned one dict per computation
         cost = cost[0]
-    return float(cost["flops"]) / 2.0
+    return float(cost.get("flops", 0.0)) / 2.0  # a module without arithmetic reports none
 
 
 def _shape_text(tree: Any) -> str:

@@ -1,0 +1,43 @@
+"""Matplotlib set-up shared by the analysis figures: the Agg backend (no display), a paper-like
+style and `save`, which writes a PNG at a stated DPI and refuses to leave an empty file."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; never open a window (CI, Colab, servers)
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+DPI = 200  # dots per inch of every saved figure unless a command's --dpi says otherwise
+
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+
+
+def new_figure(*args, **kwargs):
+    """plt.subplots with the shared style applied."""
+    plt.rcParams.update(STYLE)
+    return plt.subplots(*args, **kwargs)
+
+
+def save(fig, path: str, dpi: int = DPI) -> str:
+    """Writes `fig` to `path` (PNG) at `dpi` and closes it; returns the path."""
+    if not path.lower().endswith(".png"):
+        raise ValueError(f"{path}: figures are written as PNG, the name must end in .png")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    if os.path.getsize(path) == 0:
+        raise OSError(f"{path}: matplotlib wrote an empty file")
+    return path

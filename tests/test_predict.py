@@ -16,29 +16,14 @@ import pytest
 from PIL import Image
 
 from ifdd_jax import predict
+from tests.tiny_runs import tiny_run_config
 
 TINY_CLASSES = 7
 
 
 def tiny_config(data_dir: str, **overrides):
-    """tests/test_train.py's `_run_config`: 8 frames at 32 px, 60 synthetic clips, 6 steps."""
-    from ifdd_jax.config_lib import load_config_file
-
-    config = load_config_file("configs/default.py")
-    config.data.num_frames, config.data.image_size = 8, 32
-    s = config.data.synthetic
-    s.num_clips, s.num_frames, s.size, s.event_frames, s.imbalance = 60, 8, 32, 2, "none"
-    config.data_dir = data_dir
-    config.batch_size = config.eval_batch_size = 8
-    config.num_epochs = 1
-    config.num_train_steps = 6
-    config.eval_every_epochs = 100  # validate only at the end
-    config.checkpoint_every_steps = 6
-    config.log_every_steps = 2
-    config.optim.warmup_epochs = 0
-    for k, v in overrides.items():
-        config[k] = v
-    return config
+    """The shared 6-step run, checkpointed only at its end."""
+    return tiny_run_config(data_dir, **{"checkpoint_every_steps": 6, **overrides})
 
 
 def tiny_run(tmp_path_factory, name: str = "tiny_run", **overrides) -> str:

@@ -17,6 +17,7 @@ from ifdd_jax.config_lib import load_config_file
 from ifdd_jax.metrics import ConfusionMatrix, recall_report
 from ifdd_jax.models import build_model
 from ifdd_jax.optim import decay_mask, make_optimizer, reference_lr_at_epoch
+from tests.tiny_runs import tiny_config, tiny_run_config
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -81,14 +82,6 @@ def test_optimizer_schedules_and_decay_masks():
 # --- the train step ----------------------------------------------------------------------------
 
 
-def _tiny_config(**overrides):
-    config = load_config_file("configs/default.py")
-    config.data.num_frames, config.data.image_size = 8, 32
-    for k, v in overrides.items():
-        config[k] = v
-    return config
-
-
 def _batch(n=8, seed=0, k=7):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, k, n).astype(np.int32)
@@ -97,7 +90,7 @@ def _batch(n=8, seed=0, k=7):
 
 
 def test_one_step_is_the_same_on_1_and_8_devices():
-    config = _tiny_config()
+    config = tiny_config()
     model = build_model(config)
     tx, _ = make_optimizer(config, steps_per_epoch=10, total_steps=100)
     local = _batch()
@@ -116,7 +109,7 @@ def test_one_step_is_the_same_on_1_and_8_devices():
 
 
 def test_a_non_finite_step_is_not_applied_and_stops_the_run():
-    config = _tiny_config()
+    config = tiny_config()
     model = build_model(config)
     tx, _ = make_optimizer(config, steps_per_epoch=10, total_steps=100)
     mesh = sharding.make_mesh(jax.devices()[:1])
@@ -135,7 +128,7 @@ def test_a_non_finite_step_is_not_applied_and_stops_the_run():
 
 
 def test_bfloat16_compute_runs():
-    config = _tiny_config(compute_dtype="bfloat16")
+    config = tiny_config(compute_dtype="bfloat16")
     model = build_model(config)
     tx, _ = make_optimizer(config, steps_per_epoch=10, total_steps=100)
     mesh = sharding.make_mesh(jax.devices()[:1])
@@ -152,24 +145,6 @@ def test_bfloat16_compute_runs():
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     return str(tmp_path_factory.mktemp("synthetic"))
-
-
-def _run_config(root, **overrides):
-    config = _tiny_config()
-    s = config.data.synthetic
-    s.num_clips, s.num_frames, s.size, s.event_frames = 60, 8, 32, 2
-    s.imbalance = "none"
-    config.data_dir = root
-    config.batch_size = config.eval_batch_size = 8
-    config.num_epochs = 1
-    config.num_train_steps = 6
-    config.eval_every_epochs = 100  # validate only at the end
-    config.checkpoint_every_steps = 2
-    config.log_every_steps = 2
-    config.optim.warmup_epochs = 0
-    for k, v in overrides.items():
-        config[k] = v
-    return config
 
 
 def _final_params(workdir):
@@ -210,7 +185,7 @@ def test_end_to_end_run_resume_and_eval(synthetic_root, tmp_path, monkeypatch):
     """One uninterrupted run: its files, events, --mode=eval and checkpoint errors; then the same
     run killed after 5 steps and rerun, which must end exactly where the uninterrupted run did."""
     workdir = str(tmp_path / "run")
-    results = train.train_and_evaluate(_run_config(synthetic_root), workdir)
+    results = train.train_and_evaluate(tiny_run_config(synthetic_root), workdir)
     on_disk = json.load(open(os.path.join(workdir, "results.json")))
     assert on_disk == json.loads(json.dumps(results))
     for key in ("uar", "war", "per_class_recall", "confusion_matrix", "dataset", "fold", "model",
@@ -231,16 +206,16 @@ def test_end_to_end_run_resume_and_eval(synthetic_root, tmp_path, monkeypatch):
     assert "val_confusion_matrix" in set(tags["images"]) | set(tags["tensors"])
 
     # --mode=eval on the run reproduces the test numbers of the best checkpoint.
-    again = evaluate.evaluate_checkpoint(_run_config(synthetic_root), str(tmp_path / "eval"), workdir)
+    again = evaluate.evaluate_checkpoint(tiny_run_config(synthetic_root), str(tmp_path / "eval"), workdir)
     np.testing.assert_allclose(again["uar"], results["uar"])
     np.testing.assert_allclose(again["war"], results["war"])
 
     # A checkpoint of another model or class count: one clear error naming what differs.
-    other = _run_config(synthetic_root, model_name="baseline_mobilenet_v2")
+    other = tiny_run_config(synthetic_root, model_name="baseline_mobilenet_v2")
     with pytest.raises(checkpointing.CheckpointMismatchError,
                        match="model_name: checkpoint 'ifdd_2dcnn', config 'baseline_mobilenet_v2'"):
         evaluate.evaluate_checkpoint(other, str(tmp_path / "eval2"), workdir)
-    fewer = _run_config(synthetic_root)
+    fewer = tiny_run_config(synthetic_root)
     fewer.num_classes = 5
     with pytest.raises(ValueError, match="7 classes but config.num_classes is 5"):
         evaluate.evaluate_checkpoint(fewer, str(tmp_path / "eval3"), workdir)
@@ -249,11 +224,11 @@ def test_end_to_end_run_resume_and_eval(synthetic_root, tmp_path, monkeypatch):
     resumed = str(tmp_path / "resumed")
     _kill_after(monkeypatch, 5)
     with pytest.raises(_Killed):
-        train.train_and_evaluate(_run_config(synthetic_root), resumed)
+        train.train_and_evaluate(tiny_run_config(synthetic_root), resumed)
     monkeypatch.undo()
     assert sorted(int(s) for s in os.listdir(os.path.join(resumed, checkpointing.LATEST_DIR))
                   if s.isdigit())[-1] == 4
-    resumed_results = train.train_and_evaluate(_run_config(synthetic_root), resumed)
+    resumed_results = train.train_and_evaluate(tiny_run_config(synthetic_root), resumed)
     step_a, params_a = _final_params(workdir)
     step_b, params_b = _final_params(resumed)
     assert step_a == step_b == 6

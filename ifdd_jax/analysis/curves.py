@@ -113,13 +113,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default="figures/curves.png", help="the PNG file")
     parser.add_argument("--dpi", type=int, default=None)
     args = parser.parse_args(argv)
-    try:
-        path = curves_figure(args.workdirs, args.out, labels=args.labels, dpi=args.dpi)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {path}")
-    return 0
+    from ifdd_jax.analysis.figures import run_command
+
+    return run_command(
+        lambda: curves_figure(args.workdirs, args.out, labels=args.labels, dpi=args.dpi))
 
 
 if __name__ == "__main__":

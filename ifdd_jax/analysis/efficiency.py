@@ -181,16 +181,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default="figures/efficiency.png", help="the PNG file")
     parser.add_argument("--dpi", type=int, default=None)
     args = parser.parse_args(argv)
-    try:
+    from ifdd_jax.analysis.figures import run_command
+
+    def write() -> str:
         _, markdown = efficiency_table(args.config, args.out, num_frames=args.num_frames,
                                        image_size=args.image_size, models=args.models,
                                        ablations=args.ablations, dpi=args.dpi)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(markdown)
-    print(f"wrote {args.out}")
-    return 0
+        print(markdown)
+        return args.out
+
+    return run_command(write)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ style and `save`, which writes a PNG at a stated DPI and refuses to leave an emp
 from __future__ import annotations
 
 import os
+import sys
+from typing import Callable, Iterable, Tuple, Type, Union
 
 import matplotlib
 
@@ -41,3 +43,20 @@ def save(fig, path: str, dpi: int = DPI) -> str:
     if os.path.getsize(path) == 0:
         raise OSError(f"{path}: matplotlib wrote an empty file")
     return path
+
+
+def run_command(
+    write: Callable[[], Union[str, Iterable[str]]],
+    errors: Tuple[Type[BaseException], ...] = (OSError, ValueError),
+) -> int:
+    """The tail of every analysis command: runs `write` (which returns the PNG path or paths it
+    wrote), prints `wrote <path>` for each, or one `error: ...` line; returns the exit status."""
+    try:
+        written = write()
+        paths = [written] if isinstance(written, str) else list(written)
+    except errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(f"wrote {path}")
+    return 0

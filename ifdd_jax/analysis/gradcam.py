@@ -264,14 +264,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out_dir", default="figures", help="where the PNG files go")
     parser.add_argument("--dpi", type=int, default=None, help="resolution of the PNG files")
     args = parser.parse_args(argv)
-    try:
-        trained = load_trained(args.workdir, args.checkpoint, args.config)
-        for path in gradcam_figures(trained, args.input, args.out_dir, args.dpi):
-            print(f"wrote {path}")
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    from ifdd_jax.analysis.figures import run_command
+
+    return run_command(lambda: gradcam_figures(
+        load_trained(args.workdir, args.checkpoint, args.config), args.input, args.out_dir,
+        args.dpi))
 
 
 if __name__ == "__main__":

@@ -85,14 +85,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default="figures/issm_indices.png", help="the PNG file")
     parser.add_argument("--dpi", type=int, default=None)
     args = parser.parse_args(argv)
-    try:
-        path = indices_figure(args.workdir, args.out, split=args.split, num_clips=args.num_clips,
-                              max_clips=args.max_clips, dpi=args.dpi)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {path}")
-    return 0
+    from ifdd_jax.analysis.figures import run_command
+
+    return run_command(lambda: indices_figure(
+        args.workdir, args.out, split=args.split, num_clips=args.num_clips,
+        max_clips=args.max_clips, dpi=args.dpi))
 
 
 if __name__ == "__main__":

@@ -101,14 +101,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default="figures/tsne.png", help="the PNG file")
     parser.add_argument("--dpi", type=int, default=None)
     args = parser.parse_args(argv)
-    try:
-        path = tsne_figure(args.workdirs, args.out, titles=args.titles, split=args.split,
-                           max_clips=args.max_clips, dpi=args.dpi)
-    except (OSError, ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {path}")
-    return 0
+    from ifdd_jax.analysis.figures import run_command
+
+    return run_command(
+        lambda: tsne_figure(args.workdirs, args.out, titles=args.titles, split=args.split,
+                            max_clips=args.max_clips, dpi=args.dpi),
+        errors=(OSError, ValueError, ImportError),
+    )
 
 
 if __name__ == "__main__":

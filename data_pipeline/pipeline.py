@@ -176,9 +176,31 @@ def _check_config(cfg: ml_collections.ConfigDict) -> None:
     raise ValueError("num_frames, image_size and num_eval_views must be positive")
 
 
+def host0_first(prepare: Callable[[], Any], process_index: int, process_count: int,
+                barrier: Callable[[], None] | None) -> Any:
+  """Runs `prepare` on host 0, then on the other hosts once `barrier` (which every host calls
+  exactly once) has let them through.
+
+  Preparation writes files (the synthetic tree, TFRecords): hosts sharing storage must not write
+  them at the same time, and afterwards find them ready; hosts with their own disks each prepare
+  their copy after host 0. A failure on host 0 still releases the others, which then meet the
+  same problem themselves and report it, rather than waiting forever.
+  """
+  if process_count == 1 or barrier is None:
+    return prepare()
+  if process_index == 0:
+    try:
+      return prepare()
+    finally:
+      barrier()
+  barrier()
+  return prepare()
+
+
 def build_datasets(data_config: ml_collections.ConfigDict, *, global_batch_size: int,
                    eval_batch_size: int, seed: int, process_index: int = 0,
-                   process_count: int = 1) -> Datasets:
+                   process_count: int = 1,
+                   barrier: Callable[[], None] | None = None) -> Datasets:
   """Builds the train iterator, the eval iterator factory and metadata for one host.
 
   Args:
@@ -186,6 +208,9 @@ def build_datasets(data_config: ml_collections.ConfigDict, *, global_batch_size:
     global_batch_size / eval_batch_size: over all hosts; each must divide by process_count.
     seed: drives shuffling, temporal sampling, augmentation and mixing.
     process_index / process_count: this host and the number of hosts (jax.process_index() ...).
+    barrier: with several hosts, a callable that returns once every host has called it (e.g.
+      jax.experimental.multihost_utils.sync_global_devices); host 0 then prepares the data
+      before the others touch it (see host0_first). None: every host prepares at once.
   """
   cfg = data_config
   _check_config(cfg)
@@ -198,7 +223,9 @@ def build_datasets(data_config: ml_collections.ConfigDict, *, global_batch_size:
   t, size, views = cfg.num_frames, cfg.image_size, cfg.num_eval_views
   aug, mix = _augment_options(cfg), _mix_options(cfg)
   policy = cfg.short_clip_policy
-  split_sources, skipped, excluded = _split_sources(cfg, process_index, process_count)
+  split_sources, skipped, excluded = host0_first(
+      lambda: _split_sources(cfg, process_index, process_count), process_index, process_count,
+      barrier)
 
   # Clips shorter than T: counted per split; with the "skip" policy they leave the pipeline.
   short, kept_counts = {}, {}

@@ -57,6 +57,8 @@ def build_data(config: ml_collections.ConfigDict, workdir: str):
         seed=config.seed,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        # Host 0 prepares the data (synthetic tree, TFRecords) before the other hosts read it.
+        barrier=lambda: multihost_utils.sync_global_devices("ifdd_jax: data prepared"),
     )
     if data.meta["num_classes"] != config.num_classes:
         raise ValueError(

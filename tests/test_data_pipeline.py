@@ -2,6 +2,7 @@
 host sharding, resumability, mixing targets and temporal sampling."""
 
 import collections
+import glob
 
 import numpy as np
 import pytest
@@ -172,11 +173,40 @@ def test_segment_sampling():
 
 
 def test_synthetic_config_generates_on_demand(tmp_path):
-  cfg = get_data_config("synthetic")
-  cfg.data_dir = str(tmp_path)
-  cfg.synthetic.num_clips, cfg.synthetic.num_frames, cfg.synthetic.size = 40, 6, 16
-  cfg.num_frames, cfg.image_size = 4, 16
-  d = build_datasets(cfg, global_batch_size=4, eval_batch_size=4, seed=0)
+  d = build_datasets(_synthetic_cfg(tmp_path), global_batch_size=4, eval_batch_size=4, seed=0)
   assert d.meta["val_protocol"] == "holdout" and d.meta["num_examples"]["val"] > 0
   assert sum(d.meta["num_examples"][s] for s in ("train", "val", "test")) == 40
   assert next(d.train)["clips"].shape == (4, 4, 16, 16, 3)
+
+
+def _synthetic_cfg(data_dir):
+  cfg = get_data_config("synthetic")
+  cfg.data_dir = str(data_dir)
+  cfg.synthetic.num_clips, cfg.synthetic.num_frames, cfg.synthetic.size = 40, 6, 16
+  cfg.num_frames, cfg.image_size = 4, 16
+  return cfg
+
+
+@pytest.mark.parametrize("process_index", [0, 1])
+def test_host0_prepares_the_data_before_the_other_hosts(tmp_path, process_index):
+  """With a barrier, host 0 writes the synthetic tree and its TFRecords before it waits; every
+  other host waits first and reads what host 0 wrote (shared storage) or prepares its own."""
+  prepared_at_barrier = []
+
+  def barrier():
+    prepared_at_barrier.append(bool(glob.glob(f"{tmp_path}/**/tfds/**/*.tfrecord*",
+                                              recursive=True)))
+
+  d = build_datasets(_synthetic_cfg(tmp_path), global_batch_size=4, eval_batch_size=4, seed=0,
+                     process_index=process_index, process_count=2, barrier=barrier)
+  assert prepared_at_barrier == [process_index == 0]
+  assert next(d.train)["clips"].shape == (2, 4, 16, 16, 3)
+
+
+def test_a_failure_on_host0_still_releases_the_other_hosts(tmp_path):
+  calls = []
+  cfg = _cfg(str(tmp_path / "no_such_dfew"), str(tmp_path / "tfds"))
+  with pytest.raises(Exception, match="no_such_dfew"):
+    build_datasets(cfg, global_batch_size=2, eval_batch_size=2, seed=0, process_index=0,
+                   process_count=2, barrier=lambda: calls.append("barrier"))
+  assert calls == ["barrier"]

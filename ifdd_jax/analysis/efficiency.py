@@ -3,9 +3,9 @@ and every named ablation, with the paper's figures beside them.
 
     python -m ifdd_jax.analysis.efficiency --config configs/dfew.py --out figs/efficiency.png
 
-Costs come from `ifdd_jax.tools.model_summary.summarize` (shapes from `jax.eval_shape`, MACs from
-XLA's cost analysis of the lowered program, nothing executed), for one clip of the config's input
-size (16 × 224² for DFEW) unless `--num_frames` / `--image_size` say otherwise. Ablations are rows
+Costs come from `ifdd_jax.tools.model_summary.model_cost` (shapes from `jax.eval_shape`, MACs of
+the parameterised layers from the traced program, as `model_summary` reports them; nothing is
+compiled or executed), for one clip of the config's input size (16 × 224² for DFEW) unless `--num_frames` / `--image_size` say otherwise. Ablations are rows
 of IFDD-2DCNN (`model=ifdd_2dcnn,ablation=<name>`). Writes the PNG table and, next to it, the same
 table as Markdown and CSV.
 """
@@ -44,40 +44,13 @@ def _config(spec: str, args: str, num_frames: Optional[int], image_size: Optiona
     return config
 
 
-def measure(config) -> tuple:
-    """(params, MACs) of one clip of the config's input size: `model_summary.summarize`, or its
-    whole-model figures alone when a submodule has no floating-point work (XLA's cost analysis
-    then has no "flops" entry and summarize's per-module step raises KeyError, e.g. the fixed
-    even/odd ISSM, which only gathers frames)."""
-    import jax
-    import jax.numpy as jnp
-
-    from ifdd_jax.models import build_model
-    from ifdd_jax.tools import model_summary
-
-    try:
-        summary = model_summary.summarize(config)
-        return summary.params, summary.macs
-    except KeyError:
-        pass
-    model = build_model(config)
-    clips = jax.ShapeDtypeStruct(model_summary.input_shape(config), jnp.float32)
-    rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-    variables = jax.eval_shape(lambda x: model.init(rngs, x, train=False), clips)
-    cost = jax.jit(lambda v, x: model.apply(v, x, train=False)["logits"]).lower(
-        variables, clips).cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    # XLA counts 2 flops per multiply-accumulate; the paper counts MACs.
-    return model_summary.count_params(variables["params"]), float(cost.get("flops", 0.0)) / 2.0
-
-
 def efficiency_rows(spec: str = "configs/dfew.py", *, num_frames: Optional[int] = None,
                     image_size: Optional[int] = None, models: Optional[Sequence[str]] = None,
                     ablations: Optional[Sequence[str]] = None) -> List[Row]:
     """One row per registered model (default: all of `MODELS`) and per ablation (default: all of
     `ABLATIONS`), measured at the input size of the config `spec`."""
     from ifdd_jax.models.registry import ABLATIONS, MODELS
-    from ifdd_jax.tools.model_summary import PAPER_COSTS
+    from ifdd_jax.tools.model_summary import PAPER_COSTS, model_cost
 
     models = list(MODELS) if models is None else list(models)
     ablations = list(ABLATIONS) if ablations is None else list(ablations)
@@ -86,7 +59,7 @@ def efficiency_rows(spec: str = "configs/dfew.py", *, num_frames: Optional[int] 
              for a in ablations]
     rows = []
     for name, args, paper_key in jobs:
-        params, macs = measure(_config(spec, args, num_frames, image_size))
+        params, macs = model_cost(_config(spec, args, num_frames, image_size))
         label, paper_params, paper_gflops = PAPER_COSTS.get(paper_key, ("", None, None))
         rows.append(Row(name, params / 1e6, macs / 1e9, paper_params,
                         paper_gflops, label))

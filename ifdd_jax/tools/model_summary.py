@@ -142,12 +142,27 @@ def input_shape(config: ml_collections.ConfigDict, batch: int = 1) -> tuple:
     return (batch, config.input.num_frames, size, size, 3)
 
 
-def summarize(config: ml_collections.ConfigDict, batch: int = 1) -> Summary:
-    """Builds the configured model and measures it at [batch, T, S, S, 3] (eval mode)."""
+def abstract_model(config: ml_collections.ConfigDict, batch: int = 1) -> tuple:
+    """(model, abstract variables, abstract clips [batch, T, S, S, 3]) of the configured model;
+    nothing is allocated or computed."""
     model = build_model(config)
     clips = jax.ShapeDtypeStruct(input_shape(config, batch), jnp.float32)
     rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
     variables = jax.eval_shape(lambda x: model.init(rngs, x, train=False), clips)
+    return model, variables, clips
+
+
+def model_cost(config: ml_collections.ConfigDict) -> tuple:
+    """(params, MACs) of one clip in the paper's convention, from the traced program alone (no
+    XLA lowering: cheap enough to tabulate every model and ablation)."""
+    model, variables, clips = abstract_model(config)
+    macs = layer_macs(lambda v, x: model.apply(v, x, train=False)["logits"], variables, clips)
+    return count_params(variables["params"]), macs
+
+
+def summarize(config: ml_collections.ConfigDict, batch: int = 1) -> Summary:
+    """Builds the configured model and measures it at [batch, T, S, S, 3] (eval mode)."""
+    model, variables, clips = abstract_model(config, batch)
 
     # Record each top-level submodule's call (its unbound clone and abstract arguments).
     calls: list = []

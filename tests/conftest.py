@@ -24,6 +24,13 @@ jax.config.update("jax_num_cpu_devices", 8)
 
 import tempfile  # noqa: E402
 
-# Identical programs (the same train step in several end-to-end tests) compile once per session.
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="ifdd_jax_xla_cache_"))
+# Identical programs (the same train step in several end-to-end tests) compile once per session,
+# also across pytest-xdist's workers: they share one cache folder, named by the run's id.
+_RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+if _RUN_ID:
+    _CACHE = os.path.join(tempfile.gettempdir(), f"ifdd_jax_xla_cache_{_RUN_ID}")
+    os.makedirs(_CACHE, exist_ok=True)
+else:
+    _CACHE = tempfile.mkdtemp(prefix="ifdd_jax_xla_cache_")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

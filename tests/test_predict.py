@@ -5,6 +5,7 @@ face cropping and the errors a user meets.
 `tiny_run` trains the checkpoint once per session (reused by tests/test_analysis.py)."""
 
 import csv
+import fcntl
 import json
 import os
 import shutil
@@ -28,18 +29,22 @@ def tiny_config(data_dir: str, **overrides):
 
 def tiny_run(tmp_path_factory, name: str = "tiny_run", **overrides) -> str:
     """A workdir trained for 6 steps (config.json, checkpoints, events), made once per session:
-    the second caller in the same process finds it on disk."""
+    under pytest-xdist in the folder all workers share, behind a file lock, so whichever worker
+    comes second waits for the first and finds it on disk."""
     from ifdd_jax import train
 
     base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by the workers of this run
     workdir = str(base / name)
-    if os.path.isfile(os.path.join(workdir, "results.json")):
-        return workdir
-    shutil.rmtree(workdir, ignore_errors=True)
-    data_dir = str(base / "tiny_synthetic")
-    config = tiny_config(data_dir, **overrides)
-    train.write_config(config, workdir)
-    train.train_and_evaluate(config, workdir)
+    with open(str(base / f"{name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if os.path.isfile(os.path.join(workdir, "results.json")):
+            return workdir
+        shutil.rmtree(workdir, ignore_errors=True)
+        config = tiny_config(str(base / "tiny_synthetic"), **overrides)
+        train.write_config(config, workdir)
+        train.train_and_evaluate(config, workdir)
     return workdir
 
 

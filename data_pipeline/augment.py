@@ -5,6 +5,11 @@ clip from a stateless seed and applied to all T frames, so motion between frames
 Training: horizontal flip -> random resized crop -> colour jitter -> [0, 1]; evaluation: resize
 the short side to the output size and take the centre crop (a plain resize for square faces, as
 the authors' Resize(224)).
+
+Both flavors resize bilinearly with antialiasing. The released evaluation resizes bicubically
+(torchvision's cubic kernel, a = -0.75, which tf.image.resize does not offer), but it only reads
+DFEW's 224x224 frames, where every method is the identity, so the reference flavor reproduces it
+exactly there; other frame sizes differ from it by interpolation only.
 """
 
 from __future__ import annotations

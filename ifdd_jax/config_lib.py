@@ -14,6 +14,8 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from ifdd_jax import compile_cache
+
 # Arguments every dataset config accepts after the colon, with their defaults.
 MODEL_ARGS = dict(
     model="ifdd_2dcnn",
@@ -97,10 +99,9 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
     # Converted pretrained weights to start from (a file ifdd_jax.convert reads, or its output).
     config.init_from = config_dict.placeholder(str)
     config.seed = 0
-    # Persistent XLA compilation cache: a rerun, resume or `--mode=eval` of the same model and
-    # shapes loads its compiled steps instead of compiling again (minutes on a GPU for
-    # IFDD-3DViT). "" turns it off; JAX_COMPILATION_CACHE_DIR, when set, takes precedence.
-    config.compilation_cache_dir = "~/.cache/ifdd_jax/xla"
+    # Persistent XLA compilation cache (ifdd_jax/compile_cache.py): "" turns it off;
+    # JAX_COMPILATION_CACHE_DIR, when set, takes precedence.
+    config.compilation_cache_dir = compile_cache.DEFAULT_DIR
 
     # Training recipe (reference-ifdd §6; the released differences are in ifdd_jax/optim.py).
     config.batch_size = 16  # global, over all devices and hosts

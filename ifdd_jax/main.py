@@ -8,7 +8,6 @@ cluster environment (SLURM, TPU pods, ...) or from --coordinator_address/--num_p
 from __future__ import annotations
 
 import logging as logging_std
-import os
 import sys
 
 from absl import app, flags, logging
@@ -56,23 +55,6 @@ def _init_distributed() -> None:
         pass  # a single process
 
 
-def enable_compilation_cache(path: str) -> str:
-    """Points JAX's persistent compilation cache at `path` (unless JAX_COMPILATION_CACHE_DIR is
-    set, or `path` is empty) and caches every compilation that takes over a second. Must run
-    before the first compilation. Returns the directory in use ("" when off)."""
-    import jax
-
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        return os.environ["JAX_COMPILATION_CACHE_DIR"]
-    if not path:
-        return ""
-    path = os.path.expanduser(path)
-    os.makedirs(path, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    return path
-
-
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -85,14 +67,14 @@ def main(argv) -> None:
 
     import jax
 
-    from ifdd_jax import evaluate, train
+    from ifdd_jax import compile_cache, evaluate, train
     from ifdd_jax.checkpointing import CheckpointMismatchError
 
     logging.info("JAX process %d of %d, %d local / %d global devices (%s).", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count(),
                  jax.devices()[0].platform)
     config = FLAGS.config
-    cache = enable_compilation_cache(config.compilation_cache_dir)
+    cache = compile_cache.enable(config.compilation_cache_dir)
     logging.info("XLA compilation cache: %s", cache or "off")
     logging.info("Config written to %s:\n%s", train.write_config(config, FLAGS.workdir), config)
     try:

@@ -537,4 +537,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from ifdd_jax import compile_cache
+
+    compile_cache.enable()
     sys.exit(main())

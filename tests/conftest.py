@@ -33,4 +33,7 @@ if _RUN_ID:
 else:
     _CACHE = tempfile.mkdtemp(prefix="ifdd_jax_xla_cache_")
 jax.config.update("jax_compilation_cache_dir", _CACHE)
+# The command-line tools the tests start (ifdd_jax.main, ifdd_jax.predict) use it too, rather than
+# the user's ~/.cache (ifdd_jax/compile_cache.py lets this variable win).
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -256,16 +256,16 @@ def test_user_errors_are_one_clear_line(tmp_path):
 
 
 def test_compilation_cache_is_written_and_can_be_turned_off(tmp_path):
-    """main's persistent XLA cache: a compiled step lands in the configured folder, so a resumed
+    """The tools' persistent XLA cache: a compiled step lands in the configured folder, so a resumed
     or re-evaluated run skips compiling; "" leaves JAX's cache unset. A fresh process, because JAX
     fixes its cache at the first compilation."""
     script = (
         "import os, sys, jax, jax.numpy as jnp\n"
-        "from ifdd_jax.main import enable_compilation_cache\n"
+        "from ifdd_jax.compile_cache import enable\n"
         "os.environ.pop('JAX_COMPILATION_CACHE_DIR', None)\n"
-        "assert enable_compilation_cache('') == ''\n"
+        "assert enable('') == ''\n"
         "assert jax.config.jax_compilation_cache_dir is None\n"
-        "path = enable_compilation_cache(sys.argv[1])\n"
+        "path = enable(sys.argv[1])\n"
         "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)\n"
         "jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((8, 8))).block_until_ready()\n"
         "print(path)\n"

@@ -111,4 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    from ifdd_jax import compile_cache
+
+    compile_cache.enable()  # a rerun on the same run does not compile the model again
     sys.exit(main())

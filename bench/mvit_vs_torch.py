@@ -6,9 +6,9 @@ trunk with converted weights, then the training-step and inference throughput of
 Both sides run the same network (16 blocks, 16x224x224 clips, cls-token head to `--classes`),
 the same loss (cross entropy) and the same optimizer (AdamW); PyTorch runs eager, as the authors'
 code does (`--torch_compile` adds a `torch.compile` row). `--dtype=bfloat16` is autocast on the
-PyTorch side and, as in our trainer, bf16 compute with float32 master parameters on ours. Prints `parity max abs:` (float32,
-TF32 off on both sides, batch 1), then one `train clips/s` and `eval clips/s` line per framework
-and the ratio. Needs the optional torch extra.
+PyTorch side and, as in our trainer, bf16 compute with float32 master parameters on ours. Prints
+`parity max abs:` (float32, TF32 off on both sides, batch 1), then one `train clips/s` and
+`eval clips/s` line per framework and the ratio. Needs the optional torch extra.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ import numpy as np
 import optax
 import torch
 from absl import app, flags
-from torchvision.models.video import mvit as tv_mvit
 
-from ifdd_jax.convert import load_into
+from ifdd_jax.convert import torchvision_mvit
 from ifdd_jax.models.mvit import MViT, mvit_v2_s_blocks
 
 FLAGS = flags.FLAGS
@@ -52,21 +51,6 @@ class MViTClassifier(nn.Module):
         return nn.Dense(self.num_classes, name="head")(x).astype(jnp.float32)
 
 
-def torch_model(t: int, s: int, classes: int) -> torch.nn.Module:
-    """torchvision's mvit_v2_s architecture, built for [T, S, S] clips."""
-    return tv_mvit.MViT(
-        spatial_size=(s, s), temporal_size=t, num_classes=classes, block_setting=_tv_blocks(),
-        residual_pool=True, residual_with_cls_embed=False, rel_pos_embed=True,
-        proj_after_attn=True, stochastic_depth_prob=0.2)
-
-
-def _tv_blocks():
-    return [tv_mvit.MSBlockConfig(
-        num_heads=b.num_heads, input_channels=b.input_channels, output_channels=b.output_channels,
-        kernel_q=list(b.kernel_q), kernel_kv=list(b.kernel_kv), stride_q=list(b.stride_q),
-        stride_kv=list(b.stride_kv)) for b in mvit_v2_s_blocks()]
-
-
 def timed(fn, steps: int, sync) -> float:
     fn(), fn()
     sync()
@@ -77,28 +61,16 @@ def timed(fn, steps: int, sync) -> float:
     return time.perf_counter() - start
 
 
-def parity(model: torch.nn.Module, t: int, s: int, device: str) -> float:
-    """Max abs difference of the final normalised tokens, float32, batch 1."""
+def parity(model: torch.nn.Module, t: int, s: int) -> float:
+    """Max abs difference of the trunks' final normalised tokens, float32 (TF32 off), batch 1."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     x = np.random.default_rng(0).uniform(0, 1, (1, 3, t, s, s)).astype(np.float32)
-    model.eval()
-    with torch.no_grad():
-        tokens = model.conv_proj(torch.from_numpy(x).to(device)).flatten(2).transpose(1, 2)
-        tokens = model.pos_encoding(tokens)
-        thw = (model.pos_encoding.temporal_size,) + model.pos_encoding.spatial_size
-        for block in model.blocks:
-            tokens, thw = block(tokens, thw)
-        expected = model.norm(tokens).float().cpu().numpy()
-    ours = MViT(mvit_v2_s_blocks(), input_size=(t, s, s))
-    clips = x.transpose(0, 2, 3, 4, 1)
-    abstract = jax.eval_shape(lambda c: ours.init(jax.random.key(0), c), clips)
-    zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract["params"])
-    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    variables, _ = load_into({"params": {"trunk": zeros}}, state, "baseline_mvit")
+    expected = torchvision_mvit.trunk_tokens(model, x)
+    ours, params, _ = torchvision_mvit.converted_trunk(model, mvit_v2_s_blocks(), (t, s, s))
     with jax.default_matmul_precision("highest"):
         _, got = jax.jit(lambda v, c: ours.apply(v, c, return_tokens=True))(
-            {"params": variables["params"]["trunk"]}, clips)
+            params, x.transpose(0, 2, 3, 4, 1))
     return float(np.max(np.abs(np.asarray(got) - expected)))
 
 
@@ -190,9 +162,9 @@ def main(argv) -> None:
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; torch {torch.__version__} on "
           f"{torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}", flush=True)
     print(f"MViTv2-S, input [{b}, {t}, {s}, {s}, 3], {k} classes, {FLAGS.dtype}", flush=True)
-    model = torch_model(t, s, k).to(device)
+    model = torchvision_mvit.build(mvit_v2_s_blocks(), (t, s, s), num_classes=k).to(device)
     if FLAGS.parity:
-        print(f"parity max abs: {parity(model, t, s, device):.2e}", flush=True)
+        print(f"parity max abs: {parity(model, t, s):.2e}", flush=True)
     rows = {}
     compile_s, tr, ev = bench_jax(b, t, s, k, FLAGS.dtype, FLAGS.steps)
     rows["jax"] = (tr, ev)
@@ -210,7 +182,8 @@ def main(argv) -> None:
               f"eval clips/s: {ev:.2f}", flush=True)
     for name, (tr, ev) in rows.items():
         if name != "jax":
-            print(f"jax / {name}: train {rows['jax'][0] / tr:.2f}x, eval {rows['jax'][1] / ev:.2f}x")
+            jax_train, jax_eval = rows["jax"]
+            print(f"jax / {name}: train {jax_train / tr:.2f}x, eval {jax_eval / ev:.2f}x")
 
 
 if __name__ == "__main__":

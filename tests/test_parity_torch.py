@@ -21,7 +21,7 @@ from torchvision.models import mobilenet_v2  # noqa: E402
 from torchvision.models.mobilenetv2 import InvertedResidual as TorchInvertedResidual  # noqa: E402
 from torchvision.models.video import mvit as tv_mvit  # noqa: E402
 
-from ifdd_jax.convert import families, load_into, specs, transform  # noqa: E402
+from ifdd_jax.convert import families, load_into, specs, torchvision_mvit, transform  # noqa: E402
 from ifdd_jax.convert.core import _fit, _unflatten  # noqa: E402
 from ifdd_jax.models.mobilenet_v2 import InvertedResidual  # noqa: E402
 from ifdd_jax.models.mvit import (  # noqa: E402
@@ -84,24 +84,8 @@ def test_specs_equal_the_torchvision_state_dicts():
 
     assert shapes(tv_mvit.mvit_v2_s()) == specs.torchvision_mvit_spec()
     assert shapes(mobilenet_v2()) == specs.torchvision_mobilenet_v2_spec()
-    small = tv_mvit.MViT(
-        spatial_size=(64, 64), temporal_size=8, block_setting=_tv_blocks(mvit_v2_s_blocks()),
-        residual_pool=True, residual_with_cls_embed=False, rel_pos_embed=True, proj_after_attn=True,
-    )
+    small = torchvision_mvit.build(mvit_v2_s_blocks(), (8, 64, 64))
     assert shapes(small) == specs.torchvision_mvit_spec(clip=(8, 64, 64))
-
-
-def _tv_blocks(blocks):
-    return [
-        tv_mvit.MSBlockConfig(
-            num_heads=b.num_heads,
-            input_channels=b.input_channels,
-            output_channels=b.output_channels,
-            kernel_q=list(b.kernel_q), kernel_kv=list(b.kernel_kv), stride_q=list(b.stride_q),
-            stride_kv=list(b.stride_kv),
-        )
-        for b in blocks
-    ]
 
 
 def test_one_mvit_block_with_pooling_and_rel_pos():
@@ -110,7 +94,7 @@ def test_one_mvit_block_with_pooling_and_rel_pos():
     thw = (4, 8, 8)
     norm = functools.partial(torch.nn.LayerNorm, eps=1e-6)
     block = _randomize(tv_mvit.MultiscaleBlock(
-        input_size=list(thw), cnf=_tv_blocks([cnf])[0], residual_pool=True,
+        input_size=list(thw), cnf=torchvision_mvit.block_setting([cnf])[0], residual_pool=True,
         residual_with_cls_embed=False, rel_pos_embed=True, proj_after_attn=True, norm_layer=norm,
     ), seed=1)
     x = np.random.default_rng(0).standard_normal((2, 1 + 4 * 8 * 8, 16)).astype(np.float32)
@@ -166,31 +150,15 @@ def test_full_mvit_v2_s_trunk_at_a_small_input(clip):
     """torchvision mvit_v2_s built for a small clip; 48 px makes torchvision interpolate its
     relative-position tables at run time (its grid bookkeeping floors 3/2 to 1)."""
     t, h, w = clip
-    model = _randomize(tv_mvit.MViT(
-        spatial_size=(h, w), temporal_size=t, block_setting=_tv_blocks(mvit_v2_s_blocks()),
-        residual_pool=True, residual_with_cls_embed=False, rel_pos_embed=True, proj_after_attn=True,
-        stochastic_depth_prob=0.2,
-    ), seed=3)
+    model = _randomize(torchvision_mvit.build(mvit_v2_s_blocks(), clip), seed=3)
     x = np.random.default_rng(2).uniform(0, 1, (2, 3, t, h, w)).astype(np.float32)
-    with torch.no_grad():
-        tokens = model.conv_proj(torch.from_numpy(x)).flatten(2).transpose(1, 2)
-        tokens = model.pos_encoding(tokens)
-        thw = (model.pos_encoding.temporal_size,) + model.pos_encoding.spatial_size
-        for block in model.blocks:
-            tokens, thw = block(tokens, thw)
-        expected = model.norm(tokens).numpy()
+    expected = torchvision_mvit.trunk_tokens(model, x)
 
-    ours = MViT(mvit_v2_s_blocks(), input_size=clip)
-    clips = x.transpose(0, 2, 3, 4, 1)
-    abstract = jax.eval_shape(lambda c: ours.init(jax.random.key(0), c), clips)
-    zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract["params"])
-    variables = {"params": {"trunk": zeros}}
-    variables, report = load_into(variables, _numpy_state(model), "baseline_mvit")
+    ours, params, report = torchvision_mvit.converted_trunk(model, mvit_v2_s_blocks(), clip)
     assert not report.not_loaded and not report.resized
     assert [s for s, _ in report.skipped] == ["head.1.weight", "head.1.bias"]
-    levels, got = jax.jit(lambda v, c: ours.apply(v, c, return_tokens=True))(
-        {"params": variables["params"]["trunk"]}, clips
-    )
+    clips = x.transpose(0, 2, 3, 4, 1)
+    levels, got = jax.jit(lambda v, c: ours.apply(v, c, return_tokens=True))(params, clips)
     assert got.shape == expected.shape
     assert _max_abs(got, expected) < TOL
 

@@ -26,10 +26,11 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipeline import dfew, ferv39k, labels as labels_lib, mafw
+from data_pipeline import dfew, labels as labels_lib, mafw
 from data_pipeline.clip_content import load_clip_jpegs
 from data_pipeline.errors import DataError, SkipReport, handle_bad_clip
 from data_pipeline.records import ClipRecord, DatasetIndex
+from data_pipeline.sources import read_index
 from data_pipeline.splits import stratified_split
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ def make_config(fold: int | None, **options) -> ClipBuilderConfig:
 
 
 class _ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Shared preparation; subclasses give the reader and the class names."""
+  """Shared preparation; subclasses name the dataset (its reader and class names) and its
+  configs."""
 
   VERSION = tfds.core.Version("1.0.0")
   DATASET_NAME = ""
@@ -81,7 +83,11 @@ class _ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return None
 
   def _read_index(self, root: str) -> DatasetIndex:
-    raise NotImplementedError
+    """The official layout under `root`, read with this config's options by the same reader
+    dispatch the pipeline's `source="files"` uses."""
+    cfg = self.builder_config
+    return read_index(self.DATASET_NAME, root, fold=cfg.fold, frame_version=cfg.frame_version,
+                      prefer=cfg.prefer, on_bad_clip=cfg.on_bad_clip)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
@@ -147,11 +153,6 @@ class Dfew(_ClipBuilder):
       "EmoLabel_DataSplit/) as manual_dir.")
   BUILDER_CONFIGS = [make_config(k) for k in range(1, dfew.NUM_FOLDS + 1)]
 
-  def _read_index(self, root: str) -> DatasetIndex:
-    cfg = self.builder_config
-    return dfew.read_dfew(root, cfg.fold, frame_version=cfg.frame_version,
-                          on_bad_clip=cfg.on_bad_clip)
-
 
 class Ferv39k(_ClipBuilder):
   """FERV39k, its single official train/test split (manual_dir = the FERV39k root)."""
@@ -162,9 +163,6 @@ class Ferv39k(_ClipBuilder):
       "4_setups/ as manual_dir.")
   BUILDER_CONFIGS = [make_config(None)]
 
-  def _read_index(self, root: str) -> DatasetIndex:
-    return ferv39k.read_ferv39k(root, on_bad_clip=self.builder_config.on_bad_clip)
-
 
 class Mafw(_ClipBuilder):
   """MAFW single-label 11 classes, one config per fold (manual_dir = the MAFW root)."""
@@ -174,10 +172,6 @@ class Mafw(_ClipBuilder):
       "Request MAFW from its authors and pass the root holding data/ and 'Train & Test Set/' "
       "as manual_dir.")
   BUILDER_CONFIGS = [make_config(k) for k in range(1, mafw.NUM_FOLDS + 1)]
-
-  def _read_index(self, root: str) -> DatasetIndex:
-    cfg = self.builder_config
-    return mafw.read_mafw(root, cfg.fold, prefer=cfg.prefer, on_bad_clip=cfg.on_bad_clip)
 
 
 BUILDERS = {"dfew": Dfew, "synthetic": Dfew, "ferv39k": Ferv39k, "mafw": Mafw}

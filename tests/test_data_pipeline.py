@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipeline import sampling, tfds_builders
+from data_pipeline import sampling, sources, tfds_builders
 from data_pipeline.augment import AugmentOptions, train_augment
 from data_pipeline.configs import get_data_config
 from data_pipeline.mixing import MixOptions, mix_batch
@@ -45,6 +45,22 @@ def test_tfds_build_and_read_back(dfew_root, tmp_path):
   # Prepared once: a second call reuses the TFRecords.
   again = tfds_builders.prepare("dfew", dfew_root, str(tmp_path), fold=2)
   assert again.data_dir == builder.data_dir
+
+
+@pytest.mark.parametrize("dataset,fold,make", [("ferv39k", None, trees.make_ferv39k),
+                                               ("mafw", 2, trees.make_mafw)])
+def test_tfds_builders_store_what_the_readers_index(tmp_path, dataset, fold, make):
+  """Every builder reads its official layout through sources.read_index, with its config's
+  options: the stored splits hold exactly the indexed clips, with their labels."""
+  root = make(str(tmp_path / dataset))
+  index = sources.read_index(dataset, root, fold=fold or 0, frame_version="16f",
+                             prefer="frames", on_bad_clip="skip")
+  builder = tfds_builders.prepare(dataset, root, str(tmp_path / "tfds"), fold=fold,
+                                  val_fraction=0.0)
+  for split, name in (("train", "train"), ("test", "test")):
+    stored = {ex["clip_id"].decode(): int(ex["label"])
+              for ex in builder.as_dataset(split=name).as_numpy_iterator()}
+    assert stored == {r.clip_id: r.label for r in index.splits[split]}
 
 
 @pytest.mark.parametrize("source", ["tfds", "files"])
@@ -172,19 +188,19 @@ def test_segment_sampling():
     assert all(5 * i <= v < 5 * (i + 1) for i, v in enumerate(t))
 
 
-def test_synthetic_config_generates_on_demand(tmp_path):
-  d = build_datasets(_synthetic_cfg(tmp_path), global_batch_size=4, eval_batch_size=4, seed=0)
-  assert d.meta["val_protocol"] == "holdout" and d.meta["num_examples"]["val"] > 0
-  assert sum(d.meta["num_examples"][s] for s in ("train", "val", "test")) == 40
-  assert next(d.train)["clips"].shape == (4, 4, 16, 16, 3)
-
-
 def _synthetic_cfg(data_dir):
   cfg = get_data_config("synthetic")
   cfg.data_dir = str(data_dir)
   cfg.synthetic.num_clips, cfg.synthetic.num_frames, cfg.synthetic.size = 40, 6, 16
   cfg.num_frames, cfg.image_size = 4, 16
   return cfg
+
+
+def test_synthetic_config_generates_on_demand(tmp_path):
+  d = build_datasets(_synthetic_cfg(tmp_path), global_batch_size=4, eval_batch_size=4, seed=0)
+  assert d.meta["val_protocol"] == "holdout" and d.meta["num_examples"]["val"] > 0
+  assert sum(d.meta["num_examples"][s] for s in ("train", "val", "test")) == 40
+  assert next(d.train)["clips"].shape == (4, 4, 16, 16, 3)
 
 
 @pytest.mark.parametrize("process_index", [0, 1])

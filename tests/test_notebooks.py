@@ -41,12 +41,11 @@ def test_notebooks_execute_in_tiny_mode(tmp_path, monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     # The kernels compile the tiny model of tests/test_predict.py's run: they share this session's
-    # persistent compilation cache and its 8 CPU devices (conftest), so identical programs compile
-    # once whichever process meets them first.
+    # persistent compilation cache (JAX_COMPILATION_CACHE_DIR, exported by conftest) and its 8 CPU
+    # devices, so identical programs compile once whichever process meets them first.
     import jax
 
-    cache = jax.config.jax_compilation_cache_dir or str(tmp_path / "xla_cache")
-    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", cache)
+    assert os.environ["JAX_COMPILATION_CACHE_DIR"] == jax.config.jax_compilation_cache_dir
     monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
     monkeypatch.setenv("JAX_NUM_CPU_DEVICES", str(len(jax.devices("cpu"))))
     # The inference notebook uses the quickstart's run instead of training its own.

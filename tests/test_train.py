@@ -260,9 +260,8 @@ def test_compilation_cache_is_written_and_can_be_turned_off(tmp_path):
     or re-evaluated run skips compiling; "" leaves JAX's cache unset. A fresh process, because JAX
     fixes its cache at the first compilation."""
     script = (
-        "import os, sys, jax, jax.numpy as jnp\n"
+        "import sys, jax, jax.numpy as jnp\n"
         "from ifdd_jax.compile_cache import enable\n"
-        "os.environ.pop('JAX_COMPILATION_CACHE_DIR', None)\n"
         "assert enable('') == ''\n"
         "assert jax.config.jax_compilation_cache_dir is None\n"
         "path = enable(sys.argv[1])\n"

@@ -5,9 +5,10 @@ and every named ablation, with the paper's figures beside them.
 
 Costs come from `ifdd_jax.tools.model_summary.model_cost` (shapes from `jax.eval_shape`, MACs of
 the parameterised layers from the traced program, as `model_summary` reports them; nothing is
-compiled or executed), for one clip of the config's input size (16 × 224² for DFEW) unless `--num_frames` / `--image_size` say otherwise. Ablations are rows
-of IFDD-2DCNN (`model=ifdd_2dcnn,ablation=<name>`). Writes the PNG table and, next to it, the same
-table as Markdown and CSV.
+compiled or executed), for one clip of the config's input size (16 × 224² for DFEW) unless
+`--num_frames` / `--image_size` say otherwise. Ablations are rows of IFDD-2DCNN
+(`model=ifdd_2dcnn,ablation=<name>`). Writes the PNG table and, next to it, the same table as
+Markdown and CSV.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def main() -> None:
     for label, source, version in (("frames (TFRecords)", "tfds", "16f"),
                                    ("frames (JPEG folders)", "files", "16f"),
                                    ("videos (decord)", "files", "video")):
-      cfg = get_data_config("dfew")
+      cfg = get_data_config("dfew", flavor="reference")
       cfg.data_dir, cfg.tfds_data_dir = root, os.path.join(tmp, "tfds")
       cfg.source, cfg.frame_version, cfg.val_protocol = source, version, "test"
       cfg.num_frames, cfg.image_size = args.frames, args.size

@@ -3,6 +3,14 @@
 Every field is typed (optional ones are placeholders), so `--config.data.<field>=<value>`
 overrides work with a locked config. Defaults follow reference-ifdd.md §5–§6 and
 datasets-and-anchors.md.
+
+Augmentation follows the flavor (`FLAVOR_DATA_DEFAULTS`): the paper trains with "random horizontal
+flip and random crop" only; the released recipe adds colour jitter (brightness, contrast,
+saturation and hue 0.4), mixup/cutmix (batch mode, α 0.8 / 1.0, switch 0.5) and label smoothing
+0.1. Those fields are placeholders (None) until `resolve_flavor_defaults(cfg, flavor)` fills the
+ones the user left unset, so an explicit override always wins. Both flavors share the crop
+(RandomResizedCrop, scale 0.5–1, aspect 3/4–4/3, the released parameters; the paper does not give
+its crop) and the flip probability 0.5.
 """
 
 from __future__ import annotations
@@ -35,21 +43,65 @@ def _common(name: str) -> ml_collections.ConfigDict:
   c.on_bad_clip = "skip"       # "skip": counted and reported; "error": stop at the first bad clip
   c.validate_frames = True     # decode every JPEG / probe every video once when preparing
   c.normalization = "unit"     # "unit": [0, 1] as the authors; "imagenet": mean/std
+  # Placeholders below take the flavor's value in resolve_flavor_defaults.
   c.augment = ml_collections.ConfigDict(dict(
       enabled=True, flip_prob=0.5, crop_scale_min=0.5, crop_scale_max=1.0,
       crop_ratio_min=3 / 4, crop_ratio_max=4 / 3,
-      brightness=0.4, contrast=0.4, saturation=0.4, hue=0.4))
+      brightness=config_dict.placeholder(float), contrast=config_dict.placeholder(float),
+      saturation=config_dict.placeholder(float), hue=config_dict.placeholder(float)))
   c.mix = ml_collections.ConfigDict(dict(
-      enabled=True, mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5,
-      label_smoothing=0.1))
+      enabled=config_dict.placeholder(bool), mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0,
+      switch_prob=0.5, label_smoothing=config_dict.placeholder(float)))
   c.shuffle_buffer = 1024
   c.num_parallel_calls = -1    # tf.data threads; -1 = TF's default pool
   c.prefetch = 2
   return c
 
 
-def get_data_config(name: str) -> ml_collections.ConfigDict:
-  """Data config with defaults for one dataset."""
+# (section, field) -> value per flavor, for the fields left as placeholders in _common.
+FLAVOR_DATA_DEFAULTS = {
+    "paper": {
+        ("augment", "brightness"): 0.0, ("augment", "contrast"): 0.0,
+        ("augment", "saturation"): 0.0, ("augment", "hue"): 0.0,
+        ("mix", "enabled"): False, ("mix", "label_smoothing"): 0.0,
+    },
+    "reference": {
+        ("augment", "brightness"): 0.4, ("augment", "contrast"): 0.4,
+        ("augment", "saturation"): 0.4, ("augment", "hue"): 0.4,
+        ("mix", "enabled"): True, ("mix", "label_smoothing"): 0.1,
+    },
+}
+
+
+def resolve_flavor_defaults(cfg: ml_collections.ConfigDict, flavor: str) -> dict:
+  """Fills the flavor-dependent fields of a data config that are still unset (None), in place.
+
+  Returns {"augment.brightness": value, ...} of the fields it filled; fields the user set are
+  kept as they are.
+  """
+  if flavor not in FLAVOR_DATA_DEFAULTS:
+    raise ValueError(f"flavor must be one of {sorted(FLAVOR_DATA_DEFAULTS)}, got {flavor!r}")
+  filled = {}
+  for (section, field), value in FLAVOR_DATA_DEFAULTS[flavor].items():
+    if cfg[section][field] is None:
+      cfg[section][field] = value
+      filled[f"{section}.{field}"] = value
+  return filled
+
+
+def check_resolved(cfg: ml_collections.ConfigDict) -> None:
+  """Raises a ValueError naming the flavor-dependent fields that are still unset."""
+  unset = [f"data.{section}.{field}" for section, field in FLAVOR_DATA_DEFAULTS["paper"]
+           if cfg[section][field] is None]
+  if unset:
+    raise ValueError(
+        f"data config fields {', '.join(unset)} are unset: they take the flavor's value through "
+        "data_pipeline.configs.resolve_flavor_defaults(cfg, flavor) (the main job does this), "
+        "or set them explicitly")
+
+
+def get_data_config(name: str, flavor: str | None = None) -> ml_collections.ConfigDict:
+  """Data config with defaults for one dataset; with `flavor`, its augmentation is resolved too."""
   c = _common(name)
   if name == "dfew":
     pass
@@ -64,4 +116,6 @@ def get_data_config(name: str) -> ml_collections.ConfigDict:
         label_noise=0.0))
   else:
     raise ValueError(f"unknown dataset {name!r}; choose dfew, ferv39k, mafw or synthetic")
+  if flavor is not None:
+    resolve_flavor_defaults(c, flavor)
   return c

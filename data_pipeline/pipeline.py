@@ -30,6 +30,7 @@ import tensorflow as tf
 from data_pipeline import labels as labels_lib
 from data_pipeline import sampling, sources, tfds_builders
 from data_pipeline.augment import AugmentOptions, eval_transform, normalize, train_augment
+from data_pipeline.configs import check_resolved
 from data_pipeline.errors import DataError
 from data_pipeline.mixing import MixOptions, mix_batch, smooth_one_hot
 from data_pipeline.sources import decode_frames
@@ -83,6 +84,7 @@ class TrainIterator:
 
 
 def _augment_options(cfg: ml_collections.ConfigDict) -> AugmentOptions:
+  check_resolved(cfg)
   a = cfg.augment
   return AugmentOptions(image_size=cfg.image_size, flip_prob=a.flip_prob,
                         crop_scale=(a.crop_scale_min, a.crop_scale_max),

@@ -1,4 +1,9 @@
-"""Orbax checkpoints of a training run: the latest few, and the best by validation UAR.
+"""Orbax checkpoints of a training run: the latest few, and the best by a validation metric.
+
+The best checkpoint is chosen by `best_metric` ("uar" or "war", the flavor's choice in
+ifdd_jax/recipe.py) with "≥": Orbax sorts the checkpoints stably by the metric in step order and
+keeps the last, so a later evaluation that ties the best replaces it, as the released trainer's
+`if acc >= best_acc` does.
 
 Each checkpoint step holds three items:
   state  the TrainState (params, batch_stats, optimizer state, step, RNG key data)
@@ -20,7 +25,11 @@ import orbax.checkpoint as ocp
 
 LATEST_DIR = "checkpoints"
 BEST_DIR = "checkpoints_best"
-BEST_METRIC = "val_uar"
+
+
+def val_metrics(report: dict) -> dict:
+    """The metrics stored with a checkpoint offered to the best manager."""
+    return {"val_uar": float(report["uar"]), "val_war": float(report["war"])}
 
 
 class CheckpointMismatchError(ValueError):
@@ -56,11 +65,14 @@ def check_meta(saved: dict, expected: dict, where: str) -> None:
         )
 
 
-def _manager(directory: str, *, max_to_keep: int, best: bool) -> ocp.CheckpointManager:
+def _manager(
+    directory: str, *, max_to_keep: int, best_metric: Optional[str] = None
+) -> ocp.CheckpointManager:
+    key = f"val_{best_metric}"
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
         enable_async_checkpointing=True,
-        best_fn=(lambda metrics: metrics[BEST_METRIC]) if best else None,
+        best_fn=(lambda metrics: metrics[key]) if best_metric else None,
         best_mode="max",
         create=True,
     )
@@ -101,11 +113,15 @@ def restore_from(
 
 class Checkpointer:
     """The run's two managers: `workdir/checkpoints` (latest `keep`) and
-    `workdir/checkpoints_best` (the best by validation UAR)."""
+    `workdir/checkpoints_best` (the best by validation `best_metric`, "uar" or "war")."""
 
-    def __init__(self, workdir: str, keep: int = 3):
-        self.latest = _manager(os.path.join(workdir, LATEST_DIR), max_to_keep=keep, best=False)
-        self.best = _manager(os.path.join(workdir, BEST_DIR), max_to_keep=1, best=True)
+    def __init__(self, workdir: str, keep: int = 3, best_metric: str = "uar"):
+        if best_metric not in ("uar", "war"):
+            raise ValueError(f"best_metric must be 'uar' or 'war', got {best_metric!r}")
+        self.latest = _manager(os.path.join(workdir, LATEST_DIR), max_to_keep=keep)
+        self.best = _manager(
+            os.path.join(workdir, BEST_DIR), max_to_keep=1, best_metric=best_metric
+        )
 
     def save(
         self,
@@ -116,8 +132,9 @@ class Checkpointer:
         *,
         val_metrics: Optional[dict] = None,
     ) -> None:
-        """Saves to the latest manager and, when validation metrics are given, offers the step to
-        the best manager (which keeps it only if its UAR is the best so far)."""
+        """Saves to the latest manager and, when validation metrics (`val_metrics(report)`) are
+        given, offers the step to the best manager (which keeps it only if its metric is at least
+        the best so far)."""
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=ocp.args.JsonSave(data_state),

@@ -103,7 +103,7 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
     # JAX_COMPILATION_CACHE_DIR, when set, takes precedence.
     config.compilation_cache_dir = compile_cache.DEFAULT_DIR
 
-    # Training recipe (reference-ifdd §6; the released differences are in ifdd_jax/optim.py).
+    # Training recipe (both flavors' recipes side by side: ifdd_jax/recipe.py).
     config.batch_size = 16  # global, over all devices and hosts
     config.eval_batch_size = 16
     config.num_epochs = 100
@@ -142,7 +142,10 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
 
     config.loss = ml_collections.ConfigDict()
     config.loss.lift = "tc"  # tc | thwc | off
+    # The flavor's recipe (ifdd_jax/recipe.py) fills these placeholders unless they are set:
     config.loss.lift_weight = config_dict.placeholder(float)  # None -> 1.0 paper, 0.1 reference
+    config.loss.lift_reduction = config_dict.placeholder(str)  # over the batch: mean | sum
+    config.best_metric = config_dict.placeholder(str)  # checkpoint criterion: uar (paper) | war
     return config
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from ifdd_jax import checkpointing, sharding
+from ifdd_jax import checkpointing, recipe, sharding
 from ifdd_jax.metrics import EvalMetrics, confusion_image, recall_report
 from ifdd_jax.models.losses import cross_entropy
 
@@ -47,9 +47,11 @@ def data_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collectio
 
 
 def build_data(config: ml_collections.ConfigDict, workdir: str):
-    """The run's datasets for this process (data_pipeline.pipeline.build_datasets)."""
+    """The run's datasets for this process (data_pipeline.pipeline.build_datasets), with the
+    flavor's augmentation defaults resolved into `config` first."""
     from data_pipeline.pipeline import build_datasets  # imports TensorFlow
 
+    recipe.resolve(config)
     data = build_datasets(
         data_config(config, workdir),
         global_batch_size=config.batch_size,
@@ -188,6 +190,7 @@ def results_dict(
         class_names=list(meta["class_names"]),
         confusion_matrix=report["confusion_matrix"],
         last_validation=None if val is None else dict(uar=val["uar"], war=val["war"]),
+        recipe=recipe.describe(config),
     )
 
 

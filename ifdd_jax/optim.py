@@ -5,10 +5,15 @@ Paper vs released recipe (`flavor`), written here once:
   weight decay (1e-3, the released value; the paper gives none) on weights only — biases, norm
   scales and 1-D parameters, positional/relative-position tables and tokens are not decayed.
 * reference: the released trainer sets the lr once per epoch. Its base lr is lr/32 · batch
-  (5e-5 at batch 16) and its end lr is base · 0.01. Warmup epochs e < 10 use
-  1e-6 + e · (lr - 1e-6)/10, whose target is the *unscaled* lr, so the lr climbs to 9.01e-5 at
-  epoch 9 and drops to 5e-5 at epoch 10, where the cosine over the remaining epochs starts (a code
-  quirk reproduced here). One parameter group, every parameter decayed, no clipping.
+  (5e-5 at batch 16) and its end lr is base · 0.01; epochs e ≥ W (W = 10 warmup epochs of E = 100)
+  follow end + (base - end)·(1 + cos(π(e - W)/(E - W)))/2. Warmup epochs e < W use
+  1e-6 + e · (target - 1e-6)/W, where the released code computes `target` by calling its cosine
+  function at epoch W with *all that function's defaults*: peak 1e-4 (the unscaled lr), end 1e-6
+  and a warmup offset of 1 epoch, i.e. target = 1e-6 + (1e-4 - 1e-6)(1 + cos(π(W - 1)/(E - 1)))/2
+  = 9.7995e-5. So the lr climbs from 1e-6 to 8.83e-5 at epoch 9 and drops to 5e-5 at epoch 10 (a
+  code quirk reproduced here; `reference_warmup_target`, with config.optim.lr standing for the
+  hard-coded 1e-4, which is the released lr). One parameter group, every parameter decayed, no
+  clipping.
 """
 
 from __future__ import annotations
@@ -35,6 +40,19 @@ def paper_schedule(
         decay_steps=max(total_steps, warmup_steps + 1),
         end_value=end_lr,
     )
+
+
+# The end value the released cosine function uses when called with its defaults.
+RELEASED_COSINE_DEFAULT_END = 1e-6
+
+
+def reference_warmup_target(*, peak_lr: float, warmup_epochs: int, num_epochs: int) -> float:
+    """The released warmup's end value: its cosine at epoch W with the function's defaults (end
+    1e-6, offset 1 epoch). 9.7995e-5 for peak 1e-4, W = 10, E = 100."""
+    end = RELEASED_COSINE_DEFAULT_END
+    offset = 1.0
+    progress = (warmup_epochs - offset) / max(num_epochs - offset, 1e-9)
+    return end + (peak_lr - end) * (1.0 + math.cos(math.pi * progress)) / 2.0
 
 
 def reference_lr_at_epoch(
@@ -100,7 +118,9 @@ def make_schedule(
         num_epochs = max(1, math.ceil(total_steps / steps_per_epoch))
         return reference_schedule(
             base_lr=o.lr * config.batch_size / o.reference_lr_batch,
-            warmup_target=o.lr,
+            warmup_target=reference_warmup_target(
+                peak_lr=o.lr, warmup_epochs=o.warmup_epochs, num_epochs=num_epochs
+            ),
             warmup_init_lr=o.warmup_init_lr,
             warmup_epochs=o.warmup_epochs,
             num_epochs=num_epochs,

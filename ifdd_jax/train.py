@@ -11,7 +11,7 @@ The run:
      iterator's position, so the continuation is exactly the uninterrupted run);
   3. trains, logging to TensorBoard and the console, validating every `eval_every_epochs` epochs
      (UAR, WAR, per-class recall, a confusion-matrix image) and checkpointing the latest few and the
-     best by validation UAR;
+     best by the flavor's validation metric (UAR paper, WAR reference; ifdd_jax/recipe.py);
   4. evaluates the best checkpoint on the test split (logits averaged over each clip's views) and
      writes `results.json`.
 A non-finite loss or gradient is never applied: the step is recorded and the run stops with it.
@@ -33,7 +33,7 @@ import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from ifdd_jax import checkpointing, evaluate, sharding
+from ifdd_jax import checkpointing, evaluate, recipe, sharding
 from ifdd_jax.metrics import TrainMetrics
 from ifdd_jax.models import build_model
 from ifdd_jax.models.losses import ifdd_loss
@@ -110,7 +110,8 @@ def train_step(
         outputs = jax.tree.map(lambda x: x.astype(jnp.float32), outputs)
         loss, terms = ifdd_loss(
             outputs, batch["target"], lift=config.loss.lift,
-            lift_weight=config.loss.lift_weight, flavor=config.flavor,
+            lift_weight=config.loss.lift_weight, lift_reduction=config.loss.lift_reduction,
+            flavor=config.flavor,
         )
         return loss, (outputs["logits"], updates, terms)
 
@@ -190,6 +191,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains `config`'s model, validates, checkpoints, tests the best checkpoint; returns and
     writes `workdir/results.json`."""
     os.makedirs(workdir, exist_ok=True)
+    recipe.resolve(config)  # the flavor's loss weighting, augmentation and checkpoint criterion
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval batch size")
@@ -207,7 +209,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.get("init_from"):
         state = evaluate.load_initial_weights(state, config, mesh)
 
-    ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+    ckpt = checkpointing.Checkpointer(
+        workdir, keep=config.keep_checkpoints, best_metric=config.best_metric
+    )
     restored = ckpt.restore_latest(state, sharding.replicated(mesh), config)
     if restored is not None:
         state, data_state, saved_step = restored
@@ -259,7 +263,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         last_val = evaluate.evaluate_split(state, model, data, "val", mesh, config)
                     evaluate.write_report(writer, done, "val", last_val, meta["class_names"])
                     ckpt.save(done, state, data.train.get_state(), config,
-                              val_metrics={checkpointing.BEST_METRIC: last_val["uar"]})
+                              val_metrics=checkpointing.val_metrics(last_val))
                 elif done % config.checkpoint_every_steps == 0:
                     ckpt.save(done, state, data.train.get_state(), config)
     except BaseException:
@@ -303,8 +307,10 @@ def _flat_hparams(config: ml_collections.ConfigDict) -> dict:
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """Writes the resolved config as JSON to `workdir/config.json` (process 0)."""
+    """Writes the resolved config (the flavor's recipe filled in) as JSON to
+    `workdir/config.json` (process 0)."""
     path = os.path.join(workdir, "config.json")
+    recipe.resolve(config)
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         with open(path, "w") as f:

@@ -121,7 +121,7 @@ def test_short_clips_skip_policy_is_counted(tmp_path):
   short = os.path.join(root, "Clip", "clip_224x224_16f", "00004")
   for k in (4, 5, 6):
     os.remove(os.path.join(short, f"{k}.jpg"))
-  cfg = get_data_config("dfew")
+  cfg = get_data_config("dfew", flavor="reference")
   cfg.data_dir, cfg.tfds_data_dir, cfg.source = root, str(tmp_path / "tfds"), "files"
   cfg.num_frames, cfg.image_size, cfg.short_clip_policy = 4, 8, "skip"
   cfg.val_protocol = "test"

@@ -22,7 +22,7 @@ def dfew_root(tmp_path_factory):
 
 
 def _cfg(root, tfds_dir, **overrides):
-  cfg = get_data_config("dfew")
+  cfg = get_data_config("dfew", flavor="reference")
   cfg.data_dir, cfg.tfds_data_dir = root, tfds_dir
   cfg.num_frames, cfg.image_size = 4, 12
   cfg.val_protocol = "test"  # 8 training clips of 7 classes: too few for a 4:1 holdout
@@ -189,7 +189,7 @@ def test_segment_sampling():
 
 
 def _synthetic_cfg(data_dir):
-  cfg = get_data_config("synthetic")
+  cfg = get_data_config("synthetic", flavor="reference")
   cfg.data_dir = str(data_dir)
   cfg.synthetic.num_clips, cfg.synthetic.num_frames, cfg.synthetic.size = 40, 6, 16
   cfg.num_frames, cfg.image_size = 4, 16

@@ -3,6 +3,7 @@ end-to-end runs on a tiny synthetic set (events, checkpoints, results), exact re
 and the errors a user meets."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -16,7 +17,12 @@ from ifdd_jax import checkpointing, evaluate, sharding, train
 from ifdd_jax.config_lib import load_config_file
 from ifdd_jax.metrics import ConfusionMatrix, recall_report
 from ifdd_jax.models import build_model
-from ifdd_jax.optim import decay_mask, make_optimizer, reference_lr_at_epoch
+from ifdd_jax.optim import (
+    decay_mask,
+    make_optimizer,
+    reference_lr_at_epoch,
+    reference_warmup_target,
+)
 from tests.tiny_runs import tiny_config, tiny_run_config
 
 
@@ -51,12 +57,43 @@ def test_confusion_metric_ignores_masked_rows():
 # --- optimisation ------------------------------------------------------------------------------
 
 
+def _released_lr_at_epoch(epoch: int, *, max_epoch=100, warmup_epoch=10, base_lr=5e-5,
+                          end_lr=5e-7, warmup_start_lr=1e-6) -> float:
+    """The released `lr_updater.get_lr_at_epoch` written out from its definition (with the
+    trainer's base 1e-4/32·16 and end base·0.01): the cosine function has defaults
+    warmup_epoch=1.0, base_lr=1e-4, end_lr=1e-6, and the warmup target calls it with only
+    cur_epoch and max_epoch, so every other argument takes those defaults."""
+
+    def cosine(cur_epoch, max_epoch, warmup_epoch=1.0, base_lr=1e-4, end_lr=1e-6):
+        offset = warmup_epoch if warmup_epoch > 0 else 0.0
+        return end_lr + (base_lr - end_lr) * (
+            math.cos(math.pi * (cur_epoch - offset) / (max_epoch - offset)) + 1.0) * 0.5
+
+    lr = cosine(epoch, max_epoch, warmup_epoch, base_lr, end_lr)
+    if epoch < warmup_epoch:
+        target = cosine(cur_epoch=warmup_epoch, max_epoch=max_epoch)
+        lr = epoch * (target - warmup_start_lr) / warmup_epoch + warmup_start_lr
+    return lr
+
+
+def test_reference_warmup_target_is_the_released_default_cosine():
+    # 1e-6 + (1e-4 - 1e-6)(1 + cos(9π/99))/2, by hand: cos(0.285599) = 0.959493...
+    by_hand = 1e-6 + (1e-4 - 1e-6) * (1 + 0.9594929736144974) / 2
+    np.testing.assert_allclose(by_hand, 9.7995e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        reference_warmup_target(peak_lr=1e-4, warmup_epochs=10, num_epochs=100), by_hand, rtol=1e-9
+    )
+
+
 def test_reference_schedule_reproduces_the_released_warmup_quirk():
-    kw = dict(base_lr=5e-5, warmup_target=1e-4, warmup_init_lr=1e-6, warmup_epochs=10,
+    target = reference_warmup_target(peak_lr=1e-4, warmup_epochs=10, num_epochs=100)
+    kw = dict(base_lr=5e-5, warmup_target=target, warmup_init_lr=1e-6, warmup_epochs=10,
               num_epochs=100)
     lr = lambda e: float(reference_lr_at_epoch(e, **kw))  # noqa: E731
+    for epoch in range(100):
+        np.testing.assert_allclose(lr(epoch), _released_lr_at_epoch(epoch), rtol=1e-5)
     np.testing.assert_allclose(lr(0), 1e-6, rtol=1e-5)
-    np.testing.assert_allclose(lr(9), 1e-6 + 9 * (1e-4 - 1e-6) / 10, rtol=1e-5)  # 9.01e-5
+    np.testing.assert_allclose(lr(9), 8.8296e-5, rtol=1e-4)  # 1e-6 + 9·(9.7995e-5 - 1e-6)/10
     np.testing.assert_allclose(lr(10), 5e-5, rtol=1e-5)  # drops to the scaled base lr
     np.testing.assert_allclose(lr(55), 5e-7 + (5e-5 - 5e-7) * 0.5, rtol=1e-5)
     assert lr(99) < lr(98) < lr(10)
@@ -72,6 +109,10 @@ def test_optimizer_schedules_and_decay_masks():
     _, ref_schedule = make_optimizer(ref, steps_per_epoch=10, total_steps=1000)
     assert float(ref_schedule(100)) == float(ref_schedule(109))  # constant within an epoch
     np.testing.assert_allclose(float(ref_schedule(100)), 1e-4 * 16 / 32, rtol=1e-5)
+    # The whole run (100 epochs of 10 steps) follows the released per-epoch lr.
+    for epoch in (0, 5, 9, 10, 50, 99):
+        np.testing.assert_allclose(float(ref_schedule(epoch * 10 + 3)),
+                                   _released_lr_at_epoch(epoch), rtol=1e-5)
     params = {"conv": {"kernel": jnp.ones((3, 3, 2, 2)), "bias": jnp.ones(2)},
               "norm": {"scale": jnp.ones(2)}, "spatial_pos": jnp.ones((4, 2))}
     assert decay_mask(params, "paper") == {"conv": {"kernel": True, "bias": False},

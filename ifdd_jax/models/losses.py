@@ -1,22 +1,29 @@
 """Losses of IFDD: classification cross entropy and the lifting (global context) loss.
 
-All functions return per-example values `[B]` so that the trainer can mask padded examples and
-choose its own reduction; `ifdd_loss` combines them into the scalar training objective.
+Per-example functions return `[B]` values so that the trainer can mask padded examples;
+`ifdd_loss` reduces them into the scalar training objective the flavor prescribes.
 
-Lifting loss (paper Eq. 9): L_Lift = Σ_k Huber(Avg_{T,C}(Y_S - P_T↓2(X))), where P_T↓2 averages
-pairs of frames of the pyramid output X, the average runs over time and channels, k runs over the
-H×W spatial positions, and Huber has δ = 1 (0.5 r² for |r| < 1, |r| - 0.5 otherwise). It asks the
-updated static group to keep the clip's global context. `lift` selects:
-  * "tc": average over {T, C}, Huber per position (the paper's form, default);
+Lifting loss (paper Eq. 9): Huber(Avg_{T,C}(Y_S - P_T↓2(X))), where P_T↓2 averages pairs of frames
+of the pyramid output X and the average runs over time and channels, leaving an H×W map per clip.
+Huber has δ = 1 (0.5 r² for |r| < 1, |r| - 0.5 otherwise) and the map is reduced by its mean over
+the H×W positions (as in the released code). It asks the updated static group to keep the clip's
+global context. `lift` selects:
+  * "tc": average over {T, C}, Huber per position, mean over positions (the paper's form, default);
   * "thwc": average over {T, H, W, C}, one Huber term per clip;
   * "off": no lifting loss.
 
 Paper vs released code (`flavor`), written here once:
-* paper: the positions are summed (Σ_k) and the loss enters with weight 1, L = L_CLS + L_Lift.
-* reference: the positions are averaged and the loss is weighted by 0.1 (the sign inside the
-  Huber is reversed, which does not matter). The released code applies it in training only.
-Both flavors take the mean over the batch for both terms (the paper writes a sum over the batch;
-a mean keeps the balance with the classification term independent of the batch size).
+* paper: Eq. 9 sums both terms over the clips k of the batch with equal weight and no factor. In
+  batch-mean form, L = mean_k CE_k + mean_k Huber_k (`lift_weight` 1, reduction "mean").
+* reference: the released `LiftingLoss` iterates over the batch axis of its [B, 7, 7] input and
+  adds up the per-clip means, then multiplies by λ1 = 0.1, while its soft cross entropy is a batch
+  mean: L = mean_b CE_b + 0.1 · Σ_b Huber_b (`lift_weight` 0.1, reduction "sum"). The sum runs
+  over the global batch, so at the released setting (one GPU, batch 16) the lift term weighs
+  0.1 · 16 = 1.6 times the per-clip mean; in general it is 0.1 · batch_size · mean_b. Run with
+  PyTorch DDP on n GPUs, the released code would sum over each GPU's B/n clips and DDP averages the
+  gradients, i.e. 0.1 · (B/n) · mean_b: reproduce that with `--config.loss.lift_weight=0.1/n`.
+  The released sign inside the Huber is reversed (irrelevant), and the term is applied in training
+  only (evaluation reports the cross entropy).
 """
 
 from __future__ import annotations
@@ -65,22 +72,28 @@ def lift_residual(static: jax.Array, pooled_x: jax.Array, lift: str = "tc") -> j
     raise ValueError(f"lifting loss mode must be one of {LIFT_MODES}, got {lift!r}")
 
 
-def lifting_loss(
-    static: jax.Array, pooled_x: jax.Array, lift: str = "tc", flavor: str = "paper"
-) -> jax.Array:
-    """Per-example lifting loss `[B]` (zeros when `lift == "off"`). See the module docstring."""
+def lifting_loss(static: jax.Array, pooled_x: jax.Array, lift: str = "tc") -> jax.Array:
+    """Per-clip lifting loss `[B]`: Huber(δ=1) of the residual map, mean over its H×W positions
+    (zeros when `lift == "off"`). Both flavors share it; they differ in `ifdd_loss`'s reduction."""
     if lift == "off":
         return jnp.zeros(static.shape[:1], jnp.float32)
     residual = lift_residual(static, pooled_x, lift)
     huber = optax.losses.huber_loss(residual, delta=1.0)
-    if huber.ndim == 1:
-        return huber
-    per_position = huber.reshape(huber.shape[0], -1)
-    return per_position.sum(-1) if flavor == "paper" else per_position.mean(-1)
+    return huber.reshape(huber.shape[0], -1).mean(-1)
+
+
+LIFT_REDUCTIONS = ("mean", "sum")
 
 
 def default_lift_weight(flavor: str) -> float:
+    """The factor on the lifting term: 1 (paper Eq. 9), 0.1 (the released λ1)."""
     return 1.0 if flavor == "paper" else 0.1
+
+
+def default_lift_reduction(flavor: str) -> str:
+    """How the per-clip lifting terms are reduced over the batch: "mean" (paper Eq. 9, like the
+    cross entropy) or "sum" (the released LiftingLoss)."""
+    return "mean" if flavor == "paper" else "sum"
 
 
 def ifdd_loss(
@@ -89,18 +102,23 @@ def ifdd_loss(
     *,
     lift: str = "tc",
     lift_weight: Optional[float] = None,
+    lift_reduction: Optional[str] = None,
     flavor: str = "paper",
     mask: Optional[jax.Array] = None,
 ) -> Tuple[jax.Array, dict]:
-    """The training objective: mean CE + lift_weight · mean lifting loss.
+    """The training objective: mean_b CE_b + lift_weight · reduce_b(lifting_b).
 
     Args:
       outputs: a model's output dict (`logits`; IFDD models also `static`, `pooled_x`).
       targets: integer labels `[B]` or soft targets `[B, K]`.
-      lift, lift_weight, flavor: see the module docstring; weight None -> the flavor's default.
-      mask: optional `[B]` weights (0 for padding examples).
+      lift, lift_weight, lift_reduction, flavor: see the module docstring; a weight or reduction
+        of None takes the flavor's default.
+      mask: optional `[B]` weights (0 for padding examples; they count neither in a mean nor in a
+        sum).
     Returns:
-      (scalar loss, dict of the scalar terms `classification`, `lifting`).
+      (scalar loss, dict of scalar terms: `classification` (mean CE), `lifting` (the lifting term
+      exactly as added to the loss, weighted and reduced) and `lifting_per_clip` (the unweighted
+      mean per-clip Huber, comparable across flavors and batch sizes)).
     """
     logits = outputs["logits"]
     if targets.ndim == 1:
@@ -108,7 +126,7 @@ def ifdd_loss(
     else:
         ce = soft_target_cross_entropy(logits, targets)
     if "static" in outputs and lift != "off":
-        lifting = lifting_loss(outputs["static"], outputs["pooled_x"], lift, flavor)
+        lifting = lifting_loss(outputs["static"], outputs["pooled_x"], lift)
     else:
         lifting = jnp.zeros_like(ce)
     if mask is None:
@@ -116,6 +134,12 @@ def ifdd_loss(
     mask = mask.astype(jnp.float32)
     denom = jnp.maximum(mask.sum(), 1.0)
     ce_mean = jnp.sum(ce * mask) / denom
-    lift_mean = jnp.sum(lifting * mask) / denom
+    lift_sum = jnp.sum(lifting * mask)
     weight = default_lift_weight(flavor) if lift_weight is None else lift_weight
-    return ce_mean + weight * lift_mean, dict(classification=ce_mean, lifting=lift_mean)
+    reduction = default_lift_reduction(flavor) if lift_reduction is None else lift_reduction
+    if reduction not in LIFT_REDUCTIONS:
+        raise ValueError(f"lift reduction must be one of {LIFT_REDUCTIONS}, got {reduction!r}")
+    lift_term = weight * (lift_sum if reduction == "sum" else lift_sum / denom)
+    return ce_mean + lift_term, dict(
+        classification=ce_mean, lifting=lift_term, lifting_per_clip=lift_sum / denom
+    )

@@ -1,0 +1,109 @@
+"""The training recipe of each flavor, in one place: what `flavor=paper` and `flavor=reference`
+train with, and how a run's config gets it.
+
+| | paper (the equations and "Implementation Details") | reference (the released code) |
+|---|---|---|
+| loss | mean_k CE_k + mean_k Huber_k (Eq. 9, equal weight per clip) | mean_b CE_b + 0.1·Σ_b Huber_b |
+| lr | 1e-4, per-step linear warmup from 1e-6 over 10 epochs, cosine | per-epoch; base lr/32·batch, released warmup quirk |
+| weight decay | 1e-3 on weights (not biases, norms, tables, tokens) | 1e-3 on every parameter |
+| augmentation | random horizontal flip + random resized crop | + colour jitter 0.4 ×4, mixup/cutmix, label smoothing 0.1 |
+| best checkpoint | validation UAR | validation WAR (micro recall) |
+
+Details live where each piece is computed: the loss in `ifdd_jax/models/losses.py`, the schedule
+and weight decay in `ifdd_jax/optim.py`, the augmentation in `data_pipeline/configs.py`
+(`FLAVOR_DATA_DEFAULTS`), the checkpoint criterion in `ifdd_jax/checkpointing.py`. Each of these
+config fields is a placeholder (None) until `resolve(config)` fills the ones a user left unset with
+the flavor's value, so an explicit `--config.x=y` always wins; the main job resolves before it
+writes `config.json`, and `describe(config)` is what `results.json` records under "recipe".
+
+Both flavors select the checkpoint with "≥" (a later evaluation that ties the best replaces it),
+which is the released rule.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from data_pipeline.configs import resolve_flavor_defaults
+from ifdd_jax.models.layers import check_flavor
+from ifdd_jax.models.losses import default_lift_reduction, default_lift_weight
+
+BEST_METRICS = ("uar", "war")
+
+
+def default_best_metric(flavor: str) -> str:
+    """The validation metric that selects the best checkpoint: UAR (paper flavor, the balanced
+    metric of imbalanced DFER sets) or WAR (the released trainer's `best_val_acc`)."""
+    return "uar" if flavor == "paper" else "war"
+
+
+def resolve(config: ml_collections.ConfigDict) -> dict:
+    """Fills every flavor-dependent field of `config` that is still None, in place (idempotent).
+
+    Returns {"field.path": value} of what it filled.
+    """
+    flavor = config.flavor
+    check_flavor(flavor)
+    filled = {}
+    for section, key, value in (
+        ("loss", "lift_weight", default_lift_weight(flavor)),
+        ("loss", "lift_reduction", default_lift_reduction(flavor)),
+    ):
+        if config[section].get(key) is None:
+            config[section][key] = value
+            filled[f"{section}.{key}"] = value
+    if config.get("best_metric") is None:
+        config.best_metric = default_best_metric(flavor)
+        filled["best_metric"] = config.best_metric
+    if config.best_metric not in BEST_METRICS:
+        raise ValueError(f"best_metric must be one of {BEST_METRICS}, got {config.best_metric!r}")
+    for key, value in resolve_flavor_defaults(config.data, flavor).items():
+        filled[f"data.{key}"] = value
+    return filled
+
+
+def describe(config: ml_collections.ConfigDict) -> dict:
+    """The resolved recipe of a run, for results.json: loss weighting, schedule, augmentation and
+    the checkpoint criterion."""
+    o, d = config.optim, config.data
+    if config.flavor == "reference":
+        schedule = dict(
+            kind="released per-epoch: linear warmup to the released target, cosine after",
+            base_lr=o.lr * config.batch_size / o.reference_lr_batch,
+            warmup_epochs=o.warmup_epochs, warmup_init_lr=o.warmup_init_lr,
+            end_lr_ratio=0.01, weight_decay=o.weight_decay, decay_mask="all parameters",
+        )
+    else:
+        schedule = dict(
+            kind="per-step linear warmup, cosine decay", peak_lr=o.lr,
+            warmup_epochs=o.warmup_epochs, warmup_init_lr=o.warmup_init_lr,
+            end_lr_ratio=o.end_lr_ratio, weight_decay=o.weight_decay,
+            decay_mask="weights only (no biases, norms, positional tables, tokens)",
+        )
+    schedule.update(optimizer="AdamW", b1=o.b1, b2=o.b2, eps=o.eps, grad_clip=o.grad_clip,
+                    batch_size=config.batch_size)
+    a, m = d.augment, d.mix
+    return dict(
+        flavor=config.flavor,
+        loss=dict(
+            lift=config.loss.lift, lift_weight=config.loss.lift_weight,
+            lift_reduction=config.loss.lift_reduction,
+            formula=(
+                f"mean_b CE_b + {config.loss.lift_weight:g} * "
+                + ("sum_b" if config.loss.lift_reduction == "sum" else "mean_b")
+                + " Huber_b" if config.loss.lift != "off" else "mean_b CE_b"
+            ),
+        ),
+        schedule=schedule,
+        augmentation=dict(
+            enabled=a.enabled, flip_prob=a.flip_prob,
+            crop_scale=[a.crop_scale_min, a.crop_scale_max],
+            crop_ratio=[a.crop_ratio_min, a.crop_ratio_max],
+            color_jitter=dict(brightness=a.brightness, contrast=a.contrast,
+                              saturation=a.saturation, hue=a.hue),
+            mix=dict(enabled=m.enabled, mixup_alpha=m.mixup_alpha, cutmix_alpha=m.cutmix_alpha,
+                     prob=m.prob, switch_prob=m.switch_prob),
+            label_smoothing=m.label_smoothing,
+        ),
+        checkpoint=dict(criterion=f"validation {config.best_metric.upper()}", ties="later wins (>=)"),
+    )

@@ -34,7 +34,9 @@ def _layer_norm(x, p, eps=1e-5):
 
 
 def _dense(x, p):
-    return x @ np.asarray(p["kernel"]) + np.asarray(p["bias"])
+    """A Linear; bias-free where the layer has none (the paper's W_Q, W_K, W_V)."""
+    y = x @ np.asarray(p["kernel"])
+    return y + np.asarray(p["bias"]) if "bias" in p else y
 
 
 def _attention(q, k, v, heads):
@@ -77,9 +79,10 @@ def _numpy_ladm(params, xs, xd, variant, flavor, heads):
         elif variant == "predictor_first":
             yd = d - P(d, s)
             ys = s + U(s, yd)
-        elif variant == "no_mutual":
+        elif variant == "no_mutual":  # paper: P(X_S|X_S); released: P(Y_S|Y_S)
             ys = s + U(d, d)
-            yd = d - P(ys, ys)
+            ctx = ys if flavor == "reference" else s
+            yd = d - P(ctx, ctx)
         else:  # none
             ys, yd = s, d
         if flavor == "reference":
@@ -101,14 +104,15 @@ def test_paper_lifting_hand_built():
     xs = jnp.array([[1.0, 0.0], [0.0, 1.0]]).reshape(1, 1, 1, 2, 2)
     xd = jnp.array([[2.0, 0.0], [0.0, 4.0]]).reshape(1, 1, 1, 2, 2)
     module = LADM(flavor="paper")
-    params = module.init(jax.random.key(0), xs, xd)["params"]
+    init_params = module.init(jax.random.key(0), xs, xd)["params"]
     eye = jnp.eye(2)
-    op = dict(
-        q=dict(kernel=jnp.zeros((2, 2)), bias=jnp.zeros(2)),
-        kv=dict(kernel=jnp.concatenate([eye, eye], axis=1), bias=jnp.zeros(4)),
+    op = dict(  # Eq. 6: W_Q, W_K, W_V without bias
+        q=dict(kernel=jnp.zeros((2, 2))),
+        kv=dict(kernel=jnp.concatenate([eye, eye], axis=1)),
         project=dict(kernel=eye, bias=jnp.zeros(2)),
     )
     params = dict(updater=op, predictor=op, project_compress=jnp.array([[1.0], [0.5]]))
+    assert jax.tree.structure(params) == jax.tree.structure(init_params)
     out = module.apply({"params": params}, xs, xd)
 
     g = lambda v: 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0)))  # noqa: E731
@@ -149,6 +153,88 @@ def test_paper_flavor_has_no_norms_and_reference_has_the_released_layers():
     }
     assert ref["positions"]["temporal_pos"].shape == (2 * TT, C)
     assert ref["project_compress"].shape == (TT * H * W, 1)
+
+
+def test_paper_qkv_projections_have_no_bias():
+    """Eq. 6: Q = X W_Q, K = X W_K, V = X W_V, no bias terms; the released q/kv Linears have one."""
+    xs, xd = _groups()
+    paper = LADM(flavor="paper").init(jax.random.key(0), xs, xd)["params"]
+    ref = LADM(flavor="reference").init(jax.random.key(0), xs, xd)["params"]
+    for op in ("updater", "predictor"):
+        assert set(paper[op]["q"]) == set(paper[op]["kv"]) == {"kernel"}
+        assert set(paper[op]["project"]) == {"kernel", "bias"}  # the MLP's FC keeps its bias
+        assert set(ref[op]["q"]) == set(ref[op]["kv"]) == {"kernel", "bias"}
+
+
+@pytest.mark.parametrize("flavor", ["paper", "reference"])
+def test_linears_use_pytorch_default_init(flavor):
+    """The released WaveSF_trans_CLS never re-initialises its Linears, so each keeps PyTorch's
+    nn.Linear.reset_parameters: kaiming_uniform_(weight, a=sqrt(5)), i.e. bound
+    gain·sqrt(3 / fan_in) with gain = sqrt(2 / (1 + a²)) = sqrt(1/3), so U(±1/sqrt(fan_in)); and
+    bias U(±1/sqrt(fan_in)). A uniform U(±b) has standard deviation b / sqrt(3)."""
+    c, tt, hw = 96, 2, 4  # 8 tokens per group
+    xs = jax.random.normal(jax.random.key(0), (1, tt, hw, 1, c))
+    params = LADM(flavor=flavor).init(jax.random.key(1), xs, xs)["params"]
+    n = tt * hw
+    linears = {  # module path -> fan_in (in_features of the PyTorch Linear)
+        "updater/q": c, "updater/kv": c, "updater/project": c,
+        "predictor/q": c, "predictor/kv": c, "predictor/project": c,
+    }
+    if flavor == "reference":
+        linears |= {
+            "refiner/qkv": c, "refiner/proj": c, "refiner/mlp_fc1": c, "refiner/mlp_fc2": 4 * c,
+        }
+    checked = []
+    for path, fan_in in linears.items():
+        module = params
+        for part in path.split("/"):
+            module = module[part]
+        leaves = [("kernel", module["kernel"])]
+        assert module["kernel"].shape[0] == fan_in
+        if "bias" in module:
+            leaves.append(("bias", module["bias"]))
+        for leaf, value in leaves:
+            value = np.asarray(value)
+            bound = 1.0 / math.sqrt(fan_in)
+            assert np.abs(value).max() <= bound, (path, leaf)
+            assert np.abs(value).max() > 0.9 * bound, (path, leaf)  # not a narrower law
+            np.testing.assert_allclose(value.std(), bound / math.sqrt(3.0), rtol=0.15)
+            checked.append(f"{path}/{leaf}")
+    # Biases are drawn, not zero: q/kv only where they exist (reference), projections always.
+    assert "updater/project/bias" in checked
+    assert ("updater/q/bias" in checked) == (flavor == "reference")
+    # project_compress: Linear(N -> 1, no bias), fan_in = N tokens.
+    w = np.asarray(params["project_compress"])
+    assert w.shape == (n, 1) and np.abs(w).max() <= 1.0 / math.sqrt(n)
+
+
+def test_paper_no_mutual_predicts_from_x_s_not_y_s():
+    """The appendix's "no mutual" row: Y_S = X_S + U(X_D|X_D), Y_D = X_D - P(X_S|X_S). Hand-built
+    as in test_paper_lifting_hand_built: zero W_Q makes the attention uniform, W_K = W_V = I and an
+    identity FC, so an operator returns GELU of the mean of its context tokens."""
+    xs = jnp.array([[1.0, 0.0], [0.0, 1.0]]).reshape(1, 1, 1, 2, 2)
+    xd = jnp.array([[2.0, 0.0], [0.0, 4.0]]).reshape(1, 1, 1, 2, 2)
+    eye = jnp.eye(2)
+    op = dict(
+        q=dict(kernel=jnp.zeros((2, 2))),
+        kv=dict(kernel=jnp.concatenate([eye, eye], axis=1)),
+        project=dict(kernel=eye, bias=jnp.zeros(2)),
+    )
+    params = dict(updater=op, predictor=op, project_compress=jnp.array([[1.0], [0.0]]))
+    out = LADM(variant="no_mutual", flavor="paper").apply({"params": params}, xs, xd)
+
+    g = lambda v: 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0)))  # noqa: E731
+    x_s = np.array([[1.0, 0.0], [0.0, 1.0]])
+    x_d = np.array([[2.0, 0.0], [0.0, 4.0]])
+    y_s = x_s + np.array([g(1.0), g(2.0)])  # U(X_D|X_D) = GELU(mean X_D) = GELU([1, 2])
+    y_d = x_d - np.array([g(0.5), g(0.5)])  # P(X_S|X_S) = GELU(mean X_S) = GELU([0.5, 0.5])
+    np.testing.assert_allclose(out["static"].reshape(2, 2), y_s, rtol=1e-5)
+    np.testing.assert_allclose(out["dynamic"].reshape(2, 2), y_d, rtol=1e-5)
+    # gelu(0.5) = 0.25·(1 + erf(0.5/sqrt 2)) = 0.25·1.382925 = 0.345731.
+    np.testing.assert_allclose(y_d[0], [2.0 - 0.345731, -0.345731], atol=1e-5)
+    # P(Y_S|Y_S) would subtract GELU(mean Y_S) = GELU([1.341345, 2.454500]) instead: distinguishable.
+    wrong = x_d - np.array([g(0.5 + g(1.0)), g(0.5 + g(2.0))])
+    assert np.abs(np.asarray(out["dynamic"]).reshape(2, 2) - wrong).min() > 0.5
 
 
 def test_cnn_lifting_runs_with_batch_norm():

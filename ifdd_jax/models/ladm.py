@@ -14,7 +14,8 @@ T/2·H·W tokens (`project_compress`).
   * "lifting": updater first, then predictor (default; Table 10's better order);
   * "predictor_first": Y_D = X_D - P(X_S | X_D), then Y_S = X_S + U(Y_D | X_S);
   * "no_mutual": transformer lifting without the mutual relation: each operator attends within
-    one group, Y_S = X_S + U(X_D | X_D), Y_D = X_D - P(Y_S | Y_S);
+    one group, Y_S = X_S + U(X_D | X_D), Y_D = X_D - P(X_S | X_S) (the appendix's form; the
+    reference flavor differs, see below);
   * "cnn": CNN lifting, U and P are each two (3D conv 3×3×3 + BN + ReLU) layers on one group,
     Y_S = X_S + U(X_D), Y_D = X_D - P(Y_S), with no query/key relation between the groups;
   * "none": no lifting, Y_S = X_S and Y_D = X_D (the "ISSM only" row).
@@ -23,6 +24,17 @@ Paper vs released code (`flavor`), written here once:
 * The paper uses one head scaled by 1/sqrt(C) and an MLP (FC + GELU) after the attention. The
   released code uses 8 heads (scale 1/sqrt(C/8)), adds the value tensor to the attention output
   (A = softmax(QKᵀ)V + V) and applies a single Linear (no GELU) after it.
+* Eq. 6 writes Q = X W_Q, K = X W_K, V = X W_V: projections without bias. The released q/kv
+  Linears have biases.
+* Initialisation: the released `WaveSF_trans_CLS` re-initialises none of its Linears (only
+  AdaptSplit's Linears and the head get an init of their own), so every LADM Linear (q, kv,
+  project, the refiner's qkv / proj / MLP, project_compress) keeps PyTorch's default: weight and
+  bias both U(±1/sqrt(fan_in)), fan_in = input features. The reference flavor draws from exactly
+  that; the paper, silent on initialisation, gets the same default.
+* "no_mutual": the appendix replaces the predictor's mutual attention by self-attention of X_S,
+  Y_D = X_D - P(X_S | X_S). The released code's version of this ablation (`WaveSF_trans_CLS_Self`,
+  defined but never built by its FPN) runs the predictor on the *updated* static group,
+  Y_D = X_D - P(Y_S | Y_S); the reference flavor reproduces that. Both use Y_S = X_S + U(X_D | X_D).
 * The released code layer-normalises X_S and X_D first ("WaveNorm", two LayerNorms, eps 1e-5), so
   Y_S = LN(X_S) + U.
 * The paper only says Y_D is "flattened and projected by MLP". The released code first runs
@@ -50,13 +62,10 @@ from ifdd_jax.models.layers import (
     check_flavor,
     gelu,
     torch_default_init,
+    torch_dense,
 )
 
 VARIANTS = ("lifting", "predictor_first", "no_mutual", "cnn", "none")
-
-
-def _dense(features: int, name: str, use_bias: bool = True) -> nn.Dense:
-    return nn.Dense(features, use_bias=use_bias, kernel_init=torch_default_init, name=name)
 
 
 class LiftingAttention(nn.Module):
@@ -71,14 +80,16 @@ class LiftingAttention(nn.Module):
     @nn.compact
     def __call__(self, queries: jax.Array, context: jax.Array) -> jax.Array:
         c = queries.shape[-1]
-        q = _dense(c, "q")(queries)
-        kv = _dense(2 * c, "kv")(context)
+        # Eq. 6's W_Q, W_K, W_V have no bias; the released q/kv Linears do.
+        qkv_bias = self.flavor == "reference"
+        q = torch_dense(c, c, "q", use_bias=qkv_bias)(queries)
+        kv = torch_dense(2 * c, context.shape[-1], "kv", use_bias=qkv_bias)(context)
         # The released code splits kv as [2, heads, head_dim]: first half keys, second half values.
         k, v = kv[..., :c], kv[..., c:]
         a = attend(q, k, v, self.num_heads)
         if self.flavor == "reference":
-            return _dense(c, "project")(a + v)
-        return gelu(_dense(c, "project")(a))
+            return torch_dense(c, c, "project")(a + v)
+        return gelu(torch_dense(c, c, "project")(a))
 
 
 class ConvLifting(nn.Module):
@@ -111,12 +122,12 @@ class ReferenceDynamicRefiner(nn.Module):
         c = y.shape[-1]
         drop = StochasticDepth(self.drop_path)
         h = nn.LayerNorm(epsilon=1e-5, name="norm1")(y)
-        qkv = _dense(3 * c, "qkv")(h)
+        qkv = torch_dense(3 * c, c, "qkv")(h)
         # PyTorch reshapes qkv to [N, 3, heads, head_dim]: q, k, v are consecutive C-wide chunks.
         h = attend(qkv[..., :c], qkv[..., c : 2 * c], qkv[..., 2 * c :], self.num_heads)
-        y = y + drop(_dense(c, "proj")(h), deterministic=not train)
+        y = y + drop(torch_dense(c, c, "proj")(h), deterministic=not train)
         h = nn.LayerNorm(epsilon=1e-5, name="norm2")(y)
-        h = _dense(c, "mlp_fc2")(gelu(_dense(4 * c, "mlp_fc1")(h)))
+        h = torch_dense(c, 4 * c, "mlp_fc2")(gelu(torch_dense(4 * c, c, "mlp_fc1")(h)))
         return drop(h, deterministic=not train)
 
 
@@ -179,9 +190,10 @@ class LADM(nn.Module):
             elif self.variant == "predictor_first":
                 yd = xd - predict(xd, xs)
                 ys = xs + update(xs, yd)
-            else:  # no_mutual
+            else:  # no_mutual: self-attention within a group (see the module docstring)
                 ys = xs + update(xd, xd)
-                yd = xd - predict(ys, ys)
+                static_context = ys if self.flavor == "reference" else xs
+                yd = xd - predict(static_context, static_context)
 
         if self.flavor == "reference":
             yd = ReferenceDynamicRefiner(heads, self.drop_path, name="refiner")(yd, train=train)

@@ -18,8 +18,36 @@ Initializer = Callable[..., jax.Array]
 
 # PyTorch's default for nn.Linear / nn.Conv (kaiming_uniform with a=sqrt(5)) is U(-1/sqrt(fan_in),
 # 1/sqrt(fan_in)); variance_scaling(1/3, fan_in, uniform) draws from exactly that range. The
-# released IFDD code keeps this default for the pyramid and LADM layers.
+# released IFDD code keeps this default for the patch embedding, the pyramid, ISSM's 1×1 conv and
+# every LADM Linear.
 torch_default_init: Initializer = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_default_bias_init(fan_in: int) -> Initializer:
+    """PyTorch's default bias of nn.Linear / nn.Conv: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in
+    being the layer's inputs per output (in_features, or in_channels/groups · kernel volume).
+    A bias initialiser only sees the bias shape, so the layer's fan_in is passed in."""
+    if fan_in <= 0:
+        raise ValueError(f"fan_in must be positive, got {fan_in}")
+    bound = fan_in**-0.5
+
+    def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def torch_dense(features: int, fan_in: int, name: str, use_bias: bool = True) -> nn.Dense:
+    """nn.Dense initialised as PyTorch's nn.Linear(fan_in, features): weight and bias both
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        kernel_init=torch_default_init,
+        bias_init=torch_default_bias_init(fan_in),
+        name=name,
+    )
+
 
 # torchvision's MobileNetV2 initialises convolutions with kaiming_normal(mode="fan_out").
 kaiming_fan_out_init: Initializer = nn.initializers.variance_scaling(2.0, "fan_out", "normal")

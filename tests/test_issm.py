@@ -115,6 +115,67 @@ def test_reference_zero_offsets_read_quirk_positions():
     np.testing.assert_allclose(out["dynamic"][:, 3], x[:, 7], rtol=1e-6)
 
 
+def _descriptor(module, variables, x):
+    """Z of Eq. 1 `[B, T, d_T]`: the output of the paper flavor's final LayerNorm."""
+    _, state = module.apply(
+        variables,
+        x,
+        capture_intermediates=lambda mdl, _: mdl.name == "descriptor_norm",
+        mutable=["intermediates"],
+    )
+    return np.asarray(state["intermediates"]["descriptor_norm"]["__call__"][0])
+
+
+def test_paper_descriptor_has_a_bias_per_frame():
+    """Eq. 1: Z = LN(W_T vec(Conv(Pool(X))) + b_T) with b_T ∈ R^{T×d_T}: W_T is shared by the
+    frames, the bias has one row per frame."""
+    x = _x()
+    module = ISSM(flavor="paper", similarity_dim=16)
+    variables = _init(module, x)
+    p = variables["params"]
+    assert p["descriptor_bias"].shape == (T, 16)
+    assert set(p["descriptor_dense"]) == {"kernel"}  # no shared bias besides b_T
+
+    # Changing frame 3's bias row changes Z at frame 3 only (LayerNorm acts per frame).
+    z = _descriptor(module, variables, x)
+    bumped = p["descriptor_bias"].at[3].add(jax.random.normal(jax.random.key(5), (16,)))
+    z2 = _descriptor(module, {"params": {**p, "descriptor_bias": bumped}}, x)
+    others = [t for t in range(T) if t != 3]
+    np.testing.assert_array_equal(z2[:, others], z[:, others])
+    assert np.abs(z2[:, 3] - z[:, 3]).min() > 1e-4
+
+    # With W_T = 0, Z[b, t] = LN(b_T[t]) for every clip b: the bias alone tells frames apart.
+    b_t = np.asarray(jax.random.normal(jax.random.key(6), (T, 16)))
+    zero_w = {"kernel": jnp.zeros_like(p["descriptor_dense"]["kernel"])}
+    z3 = _descriptor(
+        module, {"params": {**p, "descriptor_dense": zero_w, "descriptor_bias": b_t}}, x
+    )
+    mu, var = b_t.mean(-1, keepdims=True), b_t.var(-1, keepdims=True)
+    norm = p["descriptor_norm"]
+    expected = (b_t - mu) / np.sqrt(var + 1e-5) * np.asarray(norm["scale"]) + np.asarray(
+        norm["bias"]
+    )
+    for b in range(x.shape[0]):
+        np.testing.assert_allclose(z3[b], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("flavor", ["paper", "reference"])
+def test_descriptor_conv_uses_pytorch_default_init(flavor):
+    """The released 1×1 conv (`dim_project`, Conv2d with bias) is not touched by AdaptSplit's init
+    (it re-initialises Linears only), so it keeps PyTorch's default: weight kaiming_uniform_(a=√5)
+    = U(±1/sqrt(fan_in)) and bias U(±1/sqrt(fan_in)), fan_in = in_channels · kernel area. The paper
+    flavor's 3×3 conv takes the same default."""
+    c = 64
+    x = jax.random.normal(jax.random.key(0), (1, T, 4, 4, c))
+    params = _init(ISSM(flavor=flavor), x)["params"]
+    name, fan_in = ("dim_project", c) if flavor == "reference" else ("descriptor_conv", 9 * c)
+    bound = 1.0 / np.sqrt(fan_in)
+    kernel, bias = np.asarray(params[name]["kernel"]), np.asarray(params[name]["bias"])
+    assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound
+    np.testing.assert_allclose(kernel.std(), bound / np.sqrt(3.0), rtol=0.1)
+    assert np.all(bias != 0.0)  # drawn, not zero-initialised
+
+
 def test_midpoint_init_with_zero_offsets_averages_pairs():
     x = _x()
     module = ISSM(flavor="paper", init_index="midpoint")

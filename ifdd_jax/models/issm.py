@@ -25,8 +25,10 @@ X_D, each `[B, T/2, H, W, C]`, at content-aware fractional frame indices:
 
 Paper vs released code (`flavor`), written here once:
 * Eq. 1. paper: 2×2 spatial average pooling, a 3×3 conv compressing channels by D_c, a Linear to
-  d_T = 128 and LayerNorm. reference: adaptive average pooling to 7×7, a 1×1 conv to 7 channels
-  with GELU, flattened (Z is 343-d); no Linear, no LayerNorm.
+  d_T = 128 and LayerNorm: Z = LN(W_T vec(·) + b_T) with W_T shared by the frames and a bias per
+  frame, b_T ∈ R^{T×d_T} (parameter `descriptor_bias` `[T, d_T]`), so each frame position gets
+  its own offset before the similarity. reference: adaptive average pooling to 7×7, a 1×1 conv to
+  7 channels with GELU, flattened (Z is 343-d); no Linear, no LayerNorm.
 * Eq. 2. paper: S scaled by 1/sqrt(d_T), offset Linears with biases. reference: S scaled by 1/C
   (C = channels of X), offset Linears without bias.
 * Eq. 3. paper: L = T/2 (the appendix's best range, ±4 for T = 8; configurable) and indices clamped
@@ -37,7 +39,11 @@ Paper vs released code (`flavor`), written here once:
 * The released module also holds an unused `time_project` (Linear T->T, GELU, Linear T->1); the
   reference flavor creates its parameters so parameter counts and converted checkpoints line up.
 Where the paper is silent (initialisation, GELU in Eq. 1's conv) the paper flavor takes the
-released choice: offset Linears are trunc-normal(0.03).
+released choice: offset Linears are trunc-normal(0.03) (the released AdaptSplit's init, zero
+bias), the convs of Eq. 1 keep PyTorch's default U(±1/sqrt(fan_in)) for weight *and* bias (the
+released 1×1 conv is not touched by AdaptSplit's init, which covers its Linears only; fan_in =
+in_channels·kernel area). W_T and b_T have no released counterpart: W_T is trunc-normal(0.02)
+(the released backbone's Linear init), b_T starts at zero.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from ifdd_jax.models.layers import (
     check_flavor,
     fold_time,
     gelu,
+    torch_default_bias_init,
     torch_default_init,
     trunc_normal_init,
 )
@@ -198,16 +205,29 @@ class ISSM(nn.Module):
                 (3, 3),
                 padding=((1, 1), (1, 1)),
                 kernel_init=torch_default_init,
+                bias_init=torch_default_bias_init(9 * c),
                 name="descriptor_conv",
             )(z)
             z = z.reshape(b, t, -1)
+            # W_T is shared by the frames; b_T has one row per frame (Eq. 1's b_T ∈ R^{T×d_T}).
             z = nn.Dense(
-                self.similarity_dim, kernel_init=trunc_normal_init(0.02), name="descriptor_dense"
+                self.similarity_dim,
+                use_bias=False,
+                kernel_init=trunc_normal_init(0.02),
+                name="descriptor_dense",
             )(z)
+            frame_bias = self.param(
+                "descriptor_bias", nn.initializers.zeros, (t, self.similarity_dim)
+            )
+            z = z + frame_bias.astype(z.dtype)
             return nn.LayerNorm(epsilon=1e-5, name="descriptor_norm")(z)
         z = adaptive_avg_pool_2d(frames, self.reference_pool_size)
         z = nn.Conv(
-            self.reference_channels, (1, 1), kernel_init=torch_default_init, name="dim_project"
+            self.reference_channels,
+            (1, 1),
+            kernel_init=torch_default_init,
+            bias_init=torch_default_bias_init(c),  # PyTorch's default: fan_in = C·1·1
+            name="dim_project",
         )(z)
         return gelu(z).reshape(b, t, -1)
 

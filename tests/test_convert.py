@@ -145,6 +145,11 @@ def test_paper_flavor_takes_the_first_three_stages():
     assert "params/trunk/norm/scale" in report.not_loaded
     reason = "final LayerNorm of a wider last stage than the target keeps"
     assert ("norm.weight", reason) in report.skipped
+    # The paper flavor has no class token: the checkpoint's is skipped by name, with the reason.
+    assert "class_token" not in new["params"]["trunk"]
+    skipped = dict(report.skipped)
+    assert "has none" in skipped["pos_encoding.class_token"]
+    assert report.ok
 
 
 def test_rel_pos_tables_are_resized_for_another_input():
@@ -153,9 +158,15 @@ def test_rel_pos_tables_are_resized_for_another_input():
     new, report = load_into(variables, state, "ifdd_3dvit")
     resized = {t: (s, old, new_shape) for s, t, old, new_shape in report.resized}
     assert "params/trunk/blocks_0/attn/rel_pos_h" in resized
-    # Block 0 at 8×64²: grid 4×16², kv stride 8 -> 2·16 - 1 = 31 rows (224 px: 111); t: 7 (15).
+    # Block 0 at 8×64²: grid 8×16² (the released embedding strides time only above 8 frames),
+    # kv stride 8 -> 2·16 - 1 = 31 rows (224 px: 111); t: 2·8 - 1 = 15 rows, as at 16 frames.
     assert resized["params/trunk/blocks_0/attn/rel_pos_h"][2] == (31, 96)
-    assert resized["params/trunk/blocks_0/attn/rel_pos_t"][2] == (7, 96)
+    assert "params/trunk/blocks_0/attn/rel_pos_t" not in resized
+    _eq(new, "params/trunk/blocks_0/attn/rel_pos_t", state["blocks.0.attn.rel_pos_t"])
+    # torchvision's time stride 2 (paper flavor): grid 4×16², t: 2·4 - 1 = 7 rows.
+    _, paper = load_into(_variables("ifdd_3dvit", "paper", frames=8, size=64), state, "ifdd_3dvit")
+    resized = {t: new_shape for s, t, old, new_shape in paper.resized}
+    assert resized["params/trunk/blocks_0/attn/rel_pos_t"] == (7, 96)
     expected = linear_resize_matrix(111, 31) @ state["blocks.0.attn.rel_pos_h"].astype(np.float64)
     got = _get(new, "params/trunk/blocks_0/attn/rel_pos_h")
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
@@ -164,6 +175,21 @@ def test_rel_pos_tables_are_resized_for_another_input():
     bad["blocks.0.attn.rel_pos_w"] = np.zeros((111, 48), np.float32)
     with pytest.raises(ConversionError, match=r"blocks\.0\.attn\.rel_pos_w \[111, 48\]"):
         load_into(variables, bad, "ifdd_3dvit")
+
+
+def test_released_mafw_32_frame_state_dict_converts_without_resizing():
+    """The released MAFW model (clip_duration 32) has T_X = 8: its temporal shapes are those of
+    the DFEW model (rel_pos_t 15 rows, temporal_pos [8, 768], ISSM's offset Linears 64 -> 4,
+    project_compress 196 -> 1), and our reference flavor at 32 frames takes it as is."""
+    spec = specs.ifdd_spec(num_classes=7, clip=(32, 224, 224))
+    assert spec["backbone.backbone.blocks.0.attn.rel_pos_t"] == (15, 96)
+    assert spec["backbone.WaveLifts.temporal_pos"] == (8, 768)
+    assert spec["backbone.WaveLifts.adapt_split.offset_project_approx.0.weight"] == (4, 64)
+    assert spec["backbone.WaveLifts.project_compress.weight"] == (1, 196)
+    state = specs.random_state_dict(spec, seed=11)
+    new, report = load_into(_variables("ifdd_3dvit", frames=32), state, "ifdd_3dvit")
+    assert report.ok and not report.resized and not report.not_loaded
+    _check_every_loaded_value(state, new, report)
 
 
 def test_missing_wrong_shape_and_unexpected_keys_are_errors_by_name():

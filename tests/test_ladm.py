@@ -232,7 +232,7 @@ def test_paper_no_mutual_predicts_from_x_s_not_y_s():
     np.testing.assert_allclose(out["dynamic"].reshape(2, 2), y_d, rtol=1e-5)
     # gelu(0.5) = 0.25·(1 + erf(0.5/sqrt 2)) = 0.25·1.382925 = 0.345731.
     np.testing.assert_allclose(y_d[0], [2.0 - 0.345731, -0.345731], atol=1e-5)
-    # P(Y_S|Y_S) would subtract GELU(mean Y_S) = GELU([1.341345, 2.454500]) instead: distinguishable.
+    # P(Y_S|Y_S) would subtract GELU(mean Y_S) = GELU([1.341345, 2.454500]): far from the above.
     wrong = x_d - np.array([g(0.5 + g(1.0)), g(0.5 + g(2.0))])
     assert np.abs(np.asarray(out["dynamic"]).reshape(2, 2) - wrong).min() > 0.5
 

@@ -12,6 +12,7 @@ from ifdd_jax.models import build_model
 from ifdd_jax.models.mvit import (
     DepthwiseConv3d,
     MViT,
+    MultiscaleAttention,
     MultiscaleBlock,
     block_configs,
     linear_resize_matrix,
@@ -150,6 +151,24 @@ def test_baseline_mvit_parameter_count():
     assert set(p) == {"trunk", "head"}
 
 
+def _block_token_shapes(model, variables, clips):
+    """(tokens shape, grid) after every MultiscaleBlock of `model` (abstractly evaluated)."""
+    shapes = []
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if isinstance(context.module, MultiscaleBlock) and context.method_name == "__call__":
+            shapes.append((out[0].shape, tuple(out[1])))
+        return out
+
+    def forward(v, x):
+        with nn.intercept_methods(record):
+            return model.apply(v, x)
+
+    jax.eval_shape(forward, variables, clips)
+    return shapes
+
+
 def test_paper_flavor_uses_three_stages_to_14():
     config = _config(model="ifdd_3dvit", flavor="paper")
     model = build_model(config)
@@ -161,6 +180,69 @@ def test_paper_flavor_uses_three_stages_to_14():
     assert blocks == [f"blocks_{i}" for i in range(8)]
     assert {"level0_conv", "level1_conv", "level2_conv"} <= set(p["pyramid"])
     assert p["pyramid"]["level0_conv"]["kernel"].shape == (3, 3, 96, 96)
+
+
+def test_paper_flavor_has_no_class_token():
+    """Appendix: "we also remove the class token of MViT-S". No parameter, and every block carries
+    exactly the t·h·w grid tokens (8·56², 8·28², 8·14²: no extra row); the reference flavor keeps
+    the released class token (1 + t·h·w rows, reference-ifdd §1)."""
+    paper = build_model(_config(model="ifdd_3dvit", flavor="paper"))
+    variables = jax.eval_shape(lambda x: paper.init(RNGS, x), FULL)
+    assert "class_token" not in variables["params"]["trunk"]
+    shapes = _block_token_shapes(paper, variables, FULL)
+    expected = (
+        [((1, 8 * 56 * 56, 96), (8, 56, 56))]
+        + [((1, 8 * 28 * 28, 192), (8, 28, 28))] * 2
+        + [((1, 8 * 14 * 14, 384), (8, 14, 14))] * 5
+    )
+    assert shapes == expected
+
+    reference = build_model(_config(model="ifdd_3dvit", flavor="reference"))
+    variables = jax.eval_shape(lambda x: reference.init(RNGS, x), FULL)
+    assert variables["params"]["trunk"]["class_token"].shape == (96,)
+    assert _block_token_shapes(reference, variables, FULL)[0][0] == (1, 1 + 8 * 56 * 56, 96)
+    # The vanilla baseline keeps MViT's class token in both flavors (see ifdd_3dvit.py).
+    baseline = build_model(_config(model="baseline_mvit", flavor="paper"))
+    variables = jax.eval_shape(lambda x: baseline.init(RNGS, x), FULL)
+    assert variables["params"]["trunk"]["class_token"].shape == (96,)
+
+
+def _np_softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("class_token", [False, True])
+def test_attention_without_pooling_matches_the_formula(class_token):
+    """MViTv2 attention with 1×1×1 kernels and strides (no pooling) and zero relative-position
+    tables is, per head, softmax(q kᵀ / sqrt(d)) v + q·[grid row] ("residual pooling" adds the
+    query to the grid tokens only), then the output Linear. Without a class token the sums run over
+    the grid tokens alone; with it, row/column 0 is the class token and it enters every grid
+    token's softmax."""
+    thw, c, heads = (2, 2, 2), 8, 2
+    n = int(np.prod(thw)) + (1 if class_token else 0)
+    x = np.asarray(jax.random.normal(jax.random.key(0), (1, n, c)))
+    ones = (1, 1, 1)
+    attn = MultiscaleAttention(c, heads, ones, ones, ones, ones, (3, 3), class_token)
+    params = attn.init(jax.random.key(1), x, thw)["params"]
+    assert not any(k.startswith("pool_") for k in params)
+    params = {**params, **{k: jnp.zeros_like(params[k]) for k in params if k.startswith("rel_pos")}}
+    got, got_thw = attn.apply({"params": params}, x, thw)
+    assert tuple(got_thw) == thw
+
+    qkv = x[0] @ np.asarray(params["qkv"]["kernel"]) + np.asarray(params["qkv"]["bias"])
+    d = c // heads
+    out = np.zeros((n, c))
+    for h in range(heads):  # torchvision's qkv layout: [3, heads, head_dim]
+        q = qkv[:, h * d : (h + 1) * d]
+        k = qkv[:, c + h * d : c + (h + 1) * d]
+        v = qkv[:, 2 * c + h * d : 2 * c + (h + 1) * d]
+        o = _np_softmax(q @ k.T / np.sqrt(d)) @ v
+        first_grid_row = 1 if class_token else 0
+        o[first_grid_row:] += q[first_grid_row:]
+        out[:, h * d : (h + 1) * d] = o
+    expected = out @ np.asarray(params["project"]["kernel"]) + np.asarray(params["project"]["bias"])
+    np.testing.assert_allclose(np.asarray(got)[0], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_rel_pos_index_matches_torchvision_formula():
@@ -227,11 +309,139 @@ def test_class_token_and_rel_pos_change_the_output():
         lambda path, a: jnp.zeros_like(a) if "rel_pos" in jax.tree_util.keystr(path) else a, v
     )
     assert not np.allclose(apply(zeroed, x)[-1], base)
+    # The class token is a key of every attention: moving it moves the grid tokens' output, which
+    # is why dropping its output row (reference) is not the same as having none (paper).
+    moved = {"params": {**v["params"], "class_token": v["params"]["class_token"] + 1.0}}
+    assert not np.allclose(apply(moved, x)[-1], base)
     # The stage selection is only a view: the same parameters for any requested stages.
     last_only = _tiny_mvit(stages=(1,))
     np.testing.assert_allclose(jax.jit(last_only.apply)(v, x)[0], base, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="out of range"):
         _tiny_mvit(stages=(2,)).init(RNGS, x)
+
+
+def test_tiny_mvit_without_class_token():
+    x = jax.random.normal(jax.random.key(0), (2, 4, 32, 32, 3))
+    model = _tiny_mvit(class_token=False)
+    variables = jax.jit(lambda x: model.init(RNGS, x))(x)
+    assert "class_token" not in variables["params"]
+    levels, tokens = jax.jit(lambda v, x: model.apply(v, x, return_tokens=True))(variables, x)
+    assert [lv.shape for lv in levels] == [(2, 2, 8, 8, 8), (2, 2, 4, 4, 16)]
+    assert tokens.shape == (2, 2 * 4 * 4, 16)  # grid tokens only
+    np.testing.assert_allclose(np.asarray(levels[1]).reshape(tokens.shape), tokens, atol=1e-6)
+    # The clips do not interact: each sample's output is that of the sample alone.
+    alone = jax.jit(model.apply)(variables, x[1:])
+    np.testing.assert_allclose(alone[-1][0], levels[-1][1], rtol=1e-5, atol=1e-5)
+
+
+def test_trunk_and_pyramid_init_follow_torchvision_and_pytorch():
+    """torchvision's MViT init: Linear weights trunc_normal_(std=0.02) (PyTorch's bounds a=-2,
+    b=2 are absolute, i.e. ±100σ: a plain N(0, 0.02²)), zero bias. The convolutions it does not
+    re-initialise (patch embedding) and the released pyramid convs keep PyTorch's default
+    U(±1/sqrt(fan_in)) for weight and bias, fan_in = in_channels · kernel volume."""
+    config = _config(model="ifdd_3dvit", flavor="reference")
+    config.input.num_frames, config.input.image_size = 8, 64
+    model = build_model(config)
+    p = jax.jit(lambda x: model.init(RNGS, x))(jnp.zeros((1, 8, 64, 64, 3)))["params"]
+    fc1 = np.asarray(p["trunk"]["blocks_4"]["mlp_fc1"]["kernel"])  # 384 × 1536 values
+    np.testing.assert_allclose(fc1.std(), 0.02, rtol=0.02)
+    # A normal puts 4.55 % of its mass beyond 2σ; truncating at ±2σ would leave none there.
+    np.testing.assert_allclose(np.mean(np.abs(fc1) > 0.04), 0.0455, atol=0.005)
+    # 589 824 draws reach past 4σ (P = 6.3e-5 each, ~37 expected) but not past the 5σ cap of
+    # trunc_normal_init (layers.py), and in particular never the absolute bound 2 (100σ) itself.
+    assert 4 * 0.02 < np.abs(fc1).max() <= 5 * 0.02 * (1 + 1e-6)
+    assert not np.any(np.asarray(p["trunk"]["blocks_4"]["mlp_fc1"]["bias"]))
+    head = np.asarray(p["head"]["logits"]["kernel"])  # trunc_normal_(std=0.01) in the release
+    np.testing.assert_allclose(head.std(), 0.01, rtol=0.15)
+
+    embed_bound = 1.0 / np.sqrt(3 * 3 * 7 * 7)  # Conv3d(3 -> 96, kernel (3, 7, 7))
+    for leaf in ("kernel", "bias"):
+        value = np.asarray(p["trunk"]["conv_proj"][leaf])
+        assert np.abs(value).max() <= embed_bound and np.abs(value).max() > 0.9 * embed_bound
+    np.testing.assert_allclose(
+        np.asarray(p["trunk"]["conv_proj"]["kernel"]).std(), embed_bound / np.sqrt(3.0), rtol=0.05
+    )
+    for name, fan_in in (("level0_conv", 9 * 384), ("cat_conv", 1152)):
+        kernel = np.asarray(p["pyramid"][name]["kernel"])
+        bound = 1.0 / np.sqrt(fan_in)
+        assert np.abs(kernel).max() <= bound
+        np.testing.assert_allclose(kernel.std(), bound / np.sqrt(3.0), rtol=0.02)
+        assert set(p["pyramid"][name]) == {"kernel"}  # bias=False in the release
+
+
+def test_reference_mafw_32_frames_give_8_token_frames():
+    """The released MAFW model (clip_duration 32): embedNet_light strides time by 2 (input_time >
+    8): floor((32 + 2·1 - 3) / 2) + 1 = 16 frames, then AvgPool3d((2, 1, 1)) (input_time == 32):
+    8. So T_X = 8, the FPN's hard-coded T, and the temporal tables are those of 8 token frames
+    (rel_pos_t 2·8 - 1 = 15 rows). The paper flavor keeps torchvision's embedding: T_X = 16."""
+    clips = jax.ShapeDtypeStruct((1, 32, 224, 224, 3), jnp.float32)
+    config = _config(model="ifdd_3dvit", flavor="reference")
+    config.input.num_frames = 32
+    model = build_model(config)
+    variables = jax.eval_shape(lambda x: model.init(RNGS, x), clips)
+    calls = {}
+
+    def record_top(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__" and len(context.module.path) == 1:
+            calls[context.module.path[0]] = out
+        return out
+
+    def forward(v, x):
+        with nn.intercept_methods(record_top):
+            return model.apply(v, x)
+
+    out = jax.eval_shape(forward, variables, clips)
+    assert [lv.shape for lv in calls["trunk"]] == [(1, 8, 14, 14, 384), (1, 8, 7, 7, 768)]
+    assert calls["pyramid"].shape == (8, 7, 7, 768)  # X: T = 8
+    assert out["static"].shape == (1, 4, 7, 7, 768)
+    p = variables["params"]
+    assert p["trunk"]["blocks_0"]["attn"]["rel_pos_t"].shape == (15, 96)
+    assert p["ladm"]["project_compress"].shape == (4 * 49, 1)
+    # 8 and 16 frames also give 8 token frames (time stride 1 at 8 frames).
+    for frames in (8, 16):
+        config.input.num_frames = frames
+        c = jax.ShapeDtypeStruct((1, frames, 224, 224, 3), jnp.float32)
+        m = build_model(config)
+        o = jax.eval_shape(lambda x: m.apply(m.init(RNGS, x), x), c)
+        assert o["static"].shape == (1, 4, 7, 7, 768), frames
+    paper = _config(model="ifdd_3dvit", flavor="paper")
+    paper.input.num_frames = 32
+    m = build_model(paper)
+    o = jax.eval_shape(lambda x: m.apply(m.init(RNGS, x), x), clips)
+    assert o["static"].shape == (1, 8, 14, 14, 384)
+
+
+def test_reference_32_frame_clips_run_at_tiny_size():
+    config = _config(model="ifdd_3dvit", flavor="reference")
+    config.input.num_frames, config.input.image_size = 32, 32
+    model = build_model(config)
+    x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 32, 3))
+    variables = jax.jit(lambda x: model.init(RNGS, x))(x)
+    out = jax.jit(model.apply)(variables, x)
+    assert out["static"].shape == (2, 4, 1, 1, 768)  # T_X = 8 -> 4 per group
+    assert out["logits"].shape == (2, 7)
+    assert np.all(np.isfinite(np.asarray(out["logits"])))
+    # AvgPool3d((2, 1, 1)) after the Conv3d: block 0 receives the class token and then the mean
+    # of each pair of the convolution's 16 token frames.
+    seen = {}
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__" and context.module.name == "conv_proj":
+            seen["conv"] = out
+        if context.method_name == "__call__" and context.module.name == "blocks_0":
+            seen["tokens"] = args[0]
+        return out
+
+    with nn.intercept_methods(record):
+        model.apply(variables, x)
+    conv = np.asarray(seen["conv"])
+    assert conv.shape == (2, 16, 8, 8, 96)
+    pairs = 0.5 * (conv[:, 0::2] + conv[:, 1::2])
+    tokens = np.asarray(seen["tokens"])
+    assert tokens.shape == (2, 1 + 8 * 8 * 8, 96)
+    np.testing.assert_allclose(tokens[:, 1:], pairs.reshape(2, -1, 96), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("stride", [(1, 1, 1), (1, 2, 2), (2, 4, 4)])

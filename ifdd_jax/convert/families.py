@@ -337,6 +337,8 @@ def skip_reason(
             return "classifier of the pretraining task"
         if re.fullmatch(r"norm\.(weight|bias)", name):
             return "final LayerNorm of a wider last stage than the target keeps"
+        if name == "pos_encoding.class_token":
+            return "class token: the target trunk has none (IFDD-3DViT's paper flavor removes it)"
         if family == "ifdd":
             if re.search(r"adapt_split\.index_(even|odd)$", name):
                 return "constant index buffer (ISSM recomputes the initial indices)"

@@ -12,6 +12,7 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 
 from ifdd_jax.convert.families import mobilenet_feature_index
+from ifdd_jax.models.ifdd_3dvit import reference_temporal_embedding
 from ifdd_jax.models.mobilenet_v2 import MOBILENET_V2_GROUPS
 from ifdd_jax.models.mvit import MViT, MViTBlockConfig, mvit_v2_s_blocks, mvit_v2_xs_blocks
 
@@ -41,10 +42,14 @@ def torchvision_mvit_spec(
     clip: Tuple[int, int, int] = (16, 224, 224),
     num_classes: int = 400,
     head: bool = True,
+    temporal_stride: int = 2,
+    temporal_pool: int = 1,
 ) -> Spec:
-    """torchvision `MViT` (default: `mvit_v2_s`) built for clips of (T, H, W)."""
+    """torchvision `MViT` (default: `mvit_v2_s`) built for clips of (T, H, W); the released IFDD
+    backbone passes its patch embedding's time stride and pooling (tables sized accordingly)."""
     blocks = tuple(blocks or mvit_v2_s_blocks())
-    rows = MViT(blocks).rel_pos_rows(clip)
+    trunk = MViT(blocks, patch_stride=(temporal_stride, 4, 4), temporal_pool=temporal_pool)
+    rows = trunk.rel_pos_rows(clip)
     spec: Spec = {}
     c0 = blocks[0].input_channels
     spec["conv_proj.weight"] = (c0, 3, 3, 7, 7)
@@ -136,11 +141,18 @@ def torchvision_mobilenet_v2_spec(num_classes: int = 1000) -> Spec:
 
 def ifdd_spec(num_classes: int = 7, clip: Tuple[int, int, int] = (16, 224, 224)) -> Spec:
     """The authors' released IFDD-3DViT state dict (MFViT_Main with MFViT_FPN, use_stage [2, 3],
-    WaveSF_trans_CLS with AdaptSplit, headNet), read from their code."""
+    WaveSF_trans_CLS with AdaptSplit, headNet), read from their code. Its patch embedding brings
+    8, 16 and 32 frames to 8 token frames (reference_temporal_embedding), so the temporal shapes
+    (rel_pos_t, temporal_pos, ISSM's Linears, project_compress) are those of T_X = 8 for all three
+    (e.g. MAFW's 32-frame model)."""
+    stride, pool = reference_temporal_embedding(clip[0])
     spec: Spec = {}
-    for key, shape in torchvision_mvit_spec(mvit_v2_xs_blocks(), clip, head=False).items():
+    backbone = torchvision_mvit_spec(
+        mvit_v2_xs_blocks(), clip, head=False, temporal_stride=stride, temporal_pool=pool
+    )
+    for key, shape in backbone.items():
         spec[("embed." if key.startswith("conv_proj") else "backbone.backbone.") + key] = shape
-    t = clip[0] // 2
+    t = clip[0] // stride // pool
     h = w = clip[1] // 32
     c, stage2 = 768, 384
     spec["backbone.PANLayer.0.weight"] = (stage2, stage2, 3, 3)

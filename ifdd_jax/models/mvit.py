@@ -1,8 +1,9 @@
 """MViTv2 (Li et al. 2022) in linen, channels-last, following torchvision's `mvit_v2_s`.
 
 A clip `[B, T, H, W, 3]` is cut into tokens by a Conv3d patch embedding (kernel (3, 7, 7), stride
-(2, 4, 4), padding (1, 3, 3)); a learned class token is put first (no absolute position embedding:
-MViTv2 uses relative positions). A stack of multiscale blocks follows, each
+(2, 4, 4), padding (1, 3, 3); optionally followed by an average pooling over time,
+`temporal_pool`); a learned class token is put first unless `class_token=False` (no absolute
+position embedding: MViTv2 uses relative positions). A stack of multiscale blocks follows, each
 
     x = pool_skip(x or project(norm1(x))) + SD(attention(norm1(x)))
     x = x + SD(mlp(norm2(x)))
@@ -12,7 +13,7 @@ where the attention
     inside the attention, MViTv2's "dim_mul_in_att"),
   * pools q and k/v per head with a depthwise Conv3d (kernel 3×3×3, stride stride_q / stride_kv,
     padding kernel//2, no bias, weights shared over heads) followed by LayerNorm(head_dim); the
-    class token skips the convolution but goes through the LayerNorm,
+    class token (where there is one) skips the convolution but goes through the LayerNorm,
   * adds decomposed relative positions (t, h, w tables) to the logits of the non-class tokens,
   * adds the pooled q to the output of every non-class token ("residual pooling"),
 and the skip path is a max pooling (kernel s + 1, stride s, padding (s + 1)//2) on blocks that
@@ -29,7 +30,17 @@ Relative-position tables are sized as torchvision sizes them: from the token gri
 actual query/key grid needs another length interpolates its tables linearly at run time, exactly as
 torchvision's `_interpolate` does, so one set of parameters serves other input sizes too.
 
-Parameter names mirror torchvision's keys (see ifdd_jax/convert/mvit.py):
+Without a class token (`class_token=False`, IFDD-3DViT's paper flavor: "we also remove the class
+token of MViT-S") there is no such parameter and every block sees only the t·h·w grid tokens:
+attention, pooling LayerNorms and residual pooling run over the grid alone. With it, the class
+token takes part in every attention (as a query and as a key) and in the pooling LayerNorms, so
+it changes the grid tokens too, even where its own output row is discarded.
+
+Initialisation is torchvision's: Linear trunc-normal(0.02) with zero bias, LayerNorm 1/0, class
+token and relative-position tables trunc-normal(0.02); the convolutions keep PyTorch's default
+U(±1/sqrt(fan_in)): the patch embedding's weight and bias, the bias-free pooling kernels.
+
+Parameter names mirror torchvision's keys (see ifdd_jax/convert/families.py):
   conv_proj, class_token, blocks_{i}/{norm1, norm2, project, mlp_fc1, mlp_fc2,
   attn/{qkv, project, rel_pos_h, rel_pos_w, rel_pos_t, pool_q|pool_k|pool_v/{pool, norm}}}, norm.
 """
@@ -44,7 +55,13 @@ import jax.numpy as jnp
 import numpy as np
 import flax.linen as nn
 
-from ifdd_jax.models.layers import StochasticDepth, gelu, torch_default_init, trunc_normal_init
+from ifdd_jax.models.layers import (
+    StochasticDepth,
+    gelu,
+    torch_default_bias_init,
+    torch_default_init,
+    trunc_normal_init,
+)
 
 Triple = Tuple[int, int, int]
 
@@ -226,8 +243,15 @@ def _pad(kernel: Sequence[int]) -> Tuple[Tuple[int, int], ...]:
     return tuple((k // 2, k // 2) for k in kernel)
 
 
-def _split_cls(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
+def _split_cls(x: jax.Array, class_token: bool) -> Tuple[Optional[jax.Array], jax.Array]:
+    """(class token row or None, grid tokens) along the token axis (-2)."""
+    if not class_token:
+        return None, x
     return x[..., :1, :], x[..., 1:, :]
+
+
+def _join_cls(cls: Optional[jax.Array], tokens: jax.Array) -> jax.Array:
+    return tokens if cls is None else jnp.concatenate([cls, tokens], axis=-2)
 
 
 def depthwise_conv3d_shifted(x: jax.Array, kernel: jax.Array, stride: Sequence[int]) -> jax.Array:
@@ -295,27 +319,28 @@ class DepthwiseConv3d(nn.Module):
 
 
 class AttentionPool(nn.Module):
-    """Pools per-head tokens `[B, heads, 1 + t·h·w, D]` with a depthwise Conv3d (shared over the
-    heads; the class token skips it), then LayerNorm(D) over all tokens. Returns the pooled tokens
+    """Pools per-head tokens `[B, heads, (1 +) t·h·w, D]` with a depthwise Conv3d (shared over the
+    heads; a class token skips it), then LayerNorm(D) over all tokens. Returns the pooled tokens
     and their grid."""
 
     kernel: Triple
     stride: Triple
+    class_token: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, thw: Triple) -> Tuple[jax.Array, Triple]:
         b, n, _, d = x.shape
-        cls, tokens = _split_cls(x)
+        cls, tokens = _split_cls(x, self.class_token)
         grid = tokens.reshape((b * n,) + tuple(thw) + (d,))
         grid = DepthwiseConv3d(self.kernel, self.stride, name="pool")(grid)
         new_thw = tuple(grid.shape[1:4])
-        tokens = grid.reshape(b, n, -1, d)
-        x = jnp.concatenate([cls, tokens], axis=2)
+        x = _join_cls(cls, grid.reshape(b, n, -1, d))
         return _layer_norm("norm")(x), new_thw
 
 
 class MultiscaleAttention(nn.Module):
-    """Pooling attention of one block. `[B, 1 + N, C_in]` -> `[B, 1 + N', C_out]` and the new grid.
+    """Pooling attention of one block. `[B, (1 +) N, C_in]` -> `[B, (1 +) N', C_out]` and the new
+    grid (the leading class token row only with `class_token`).
 
     `rel_pos_rows` are the (temporal, spatial) lengths of the relative-position tables.
     """
@@ -327,6 +352,7 @@ class MultiscaleAttention(nn.Module):
     stride_q: Triple
     stride_kv: Triple
     rel_pos_rows: Tuple[int, int]
+    class_token: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, thw: Triple) -> Tuple[jax.Array, Triple]:
@@ -340,41 +366,46 @@ class MultiscaleAttention(nn.Module):
         qkv = qkv.reshape(b, n_tokens, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # [B, heads, N, D]
 
+        cls = self.class_token
         k_thw = thw
         if np.prod(self.kernel_kv) > 1 or np.prod(self.stride_kv) > 1:
-            k, k_thw = AttentionPool(self.kernel_kv, self.stride_kv, name="pool_k")(k, thw)
-            v, _ = AttentionPool(self.kernel_kv, self.stride_kv, name="pool_v")(v, thw)
+            k, k_thw = AttentionPool(self.kernel_kv, self.stride_kv, cls, name="pool_k")(k, thw)
+            v, _ = AttentionPool(self.kernel_kv, self.stride_kv, cls, name="pool_v")(v, thw)
         q_thw = thw
         if np.prod(self.kernel_q) > 1 or np.prod(self.stride_q) > 1:
-            q, q_thw = AttentionPool(self.kernel_q, self.stride_q, name="pool_q")(q, thw)
+            q, q_thw = AttentionPool(self.kernel_q, self.stride_q, cls, name="pool_q")(q, thw)
+        # The class token (row/column 0 where present) has no grid position: no relative
+        # positions for it, and residual pooling skips it.
+        lead = 1 if cls else 0
 
         logits = jnp.einsum("bnqd,bnkd->bnqk", q * head_dim**-0.5, k)
         t_rows, s_rows = self.rel_pos_rows
         init = trunc_normal_init(0.02)
         rel = decomposed_rel_pos(
-            q[:, :, 1:],
+            q[:, :, lead:],
             q_thw,
             k_thw,
             self.param("rel_pos_t", init, (t_rows, head_dim)),
             self.param("rel_pos_h", init, (s_rows, head_dim)),
             self.param("rel_pos_w", init, (s_rows, head_dim)),
         )
-        # Relative positions concern the non-class tokens (row 0 and column 0 are the class token).
-        logits = logits + jnp.pad(rel, ((0, 0), (0, 0), (1, 0), (1, 0)))
+        logits = logits + jnp.pad(rel, ((0, 0), (0, 0), (lead, 0), (lead, 0)))
         weights = jax.nn.softmax(logits, axis=-1)
         out = jnp.einsum("bnqk,bnkd->bnqd", weights, v)
         # Residual pooling: the pooled query is added to every non-class output token.
-        out = out + jnp.pad(q[:, :, 1:], ((0, 0), (0, 0), (1, 0), (0, 0)))
+        out = out + jnp.pad(q[:, :, lead:], ((0, 0), (0, 0), (lead, 0), (0, 0)))
         out = out.transpose(0, 2, 1, 3).reshape(b, -1, self.output_channels)
         return _dense(self.output_channels, "project")(out), q_thw
 
 
 class MultiscaleBlock(nn.Module):
-    """One MViTv2 block: tokens `[B, 1 + t·h·w, C_in]` -> `[B, 1 + t'·h'·w', C_out]` + grid."""
+    """One MViTv2 block: tokens `[B, (1 +) t·h·w, C_in]` -> `[B, (1 +) t'·h'·w', C_out]` + grid
+    (the leading class token row only with `class_token`)."""
 
     config: MViTBlockConfig
     rel_pos_rows: Tuple[int, int]
     drop_path: float = 0.0
+    class_token: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, thw: Triple, *, train: bool) -> Tuple[jax.Array, Triple]:
@@ -391,6 +422,7 @@ class MultiscaleBlock(nn.Module):
             cnf.stride_q,
             cnf.stride_kv,
             self.rel_pos_rows,
+            self.class_token,
             name="attn",
         )(x_norm, thw)
         if cnf.input_channels != cnf.output_channels:
@@ -398,7 +430,7 @@ class MultiscaleBlock(nn.Module):
             x = _dense(cnf.output_channels, "project")(x_norm)
         if np.prod(cnf.stride_q) > 1:
             kernel = tuple(s + 1 if s > 1 else s for s in cnf.stride_q)
-            cls, tokens = _split_cls(x)
+            cls, tokens = _split_cls(x, self.class_token)
             b, c = x.shape[0], x.shape[-1]
             # Flax pads max pooling with -inf, as PyTorch's MaxPool3d does.
             pooled = nn.max_pool(
@@ -407,7 +439,7 @@ class MultiscaleBlock(nn.Module):
                 strides=cnf.stride_q,
                 padding=_pad(kernel),
             )
-            x = jnp.concatenate([cls, pooled.reshape(b, -1, c)], axis=1)
+            x = _join_cls(cls, pooled.reshape(b, -1, c))
         x = x + drop(attn, deterministic=not train)
         h = _layer_norm("norm2")(x)
         h = gelu(_dense(4 * cnf.output_channels, "mlp_fc1")(h))
@@ -418,7 +450,7 @@ class MultiscaleBlock(nn.Module):
 class MViT(nn.Module):
     """The MViTv2 trunk. Clips `[B, T, H, W, 3]` -> the requested stage outputs, each a per-frame
     map `[B, t, h, w, C]` (finest first); with `return_tokens` also the final normalised tokens
-    `[B, 1 + t·h·w, C]` (class token first).
+    `[B, 1 + t·h·w, C]` (class token first; `[B, t·h·w, C]` without a class token).
 
     Attributes:
       blocks: the block list (`mvit_v2_s_blocks()`, `mvit_v2_xs_blocks()` or `block_configs(...)`).
@@ -426,6 +458,10 @@ class MViT(nn.Module):
         the clip seen at initialisation.
       stages: which stage outputs to return (None: all).
       drop_path: stochastic depth of the last block (block i gets drop_path · i / (n - 1)).
+      class_token: whether a learned class token is put first and carried through the blocks.
+      patch_kernel, patch_stride, patch_padding: the Conv3d patch embedding.
+      temporal_pool: after the patch embedding, average non-overlapping groups of this many token
+        frames (the released IFDD's AvgPool3d((2, 1, 1)) for 32-frame clips; 1: none).
     """
 
     blocks: Sequence[MViTBlockConfig]
@@ -435,11 +471,14 @@ class MViT(nn.Module):
     patch_kernel: Triple = (3, 7, 7)
     patch_stride: Triple = (2, 4, 4)
     patch_padding: Triple = (1, 3, 3)
+    class_token: bool = True
+    temporal_pool: int = 1
 
     def rel_pos_rows(self, clip_thw: Sequence[int]) -> List[Tuple[int, int]]:
         """(temporal, spatial) table lengths of every block for clips of size (T, H, W), sized as
         torchvision sizes them (grids by floor division)."""
         size = [n // s for n, s in zip(clip_thw, self.patch_stride)]
+        size[0] //= self.temporal_pool
         rows = []
         for cnf in self.blocks:
             spatial = max(size[1:])
@@ -466,24 +505,35 @@ class MViT(nn.Module):
         sized_for = tuple(self.input_size) if self.input_size else tuple(clips.shape[1:4])
         rows = self.rel_pos_rows(sized_for)
 
+        if self.temporal_pool < 1:
+            raise ValueError(f"temporal_pool must be >= 1, got {self.temporal_pool}")
         x = nn.Conv(
             self.blocks[0].input_channels,
             self.patch_kernel,
             strides=self.patch_stride,
             padding=tuple((p, p) for p in self.patch_padding),
             kernel_init=torch_default_init,
+            bias_init=torch_default_bias_init(clips.shape[-1] * int(np.prod(self.patch_kernel))),
             name="conv_proj",
         )(clips)
+        if self.temporal_pool > 1:
+            if x.shape[1] < self.temporal_pool:
+                raise ValueError(
+                    f"{x.shape[1]} token frames cannot be pooled by {self.temporal_pool}"
+                )
+            p = self.temporal_pool
+            x = nn.avg_pool(x, (p, 1, 1), strides=(p, 1, 1))  # AvgPool3d((p, 1, 1)), no padding
         b = x.shape[0]
         thw = tuple(x.shape[1:4])
         c = x.shape[-1]
-        cls = self.param("class_token", trunc_normal_init(0.02), (c,))
-        x = jnp.concatenate(
-            [jnp.broadcast_to(cls.astype(x.dtype), (b, 1, c)), x.reshape(b, -1, c)], axis=1
-        )
+        x = x.reshape(b, -1, c)
+        if self.class_token:
+            cls = self.param("class_token", trunc_normal_init(0.02), (c,))
+            x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, c)), x], axis=1)
+        lead = 1 if self.class_token else 0
 
         def to_map(tokens: jax.Array, grid: Triple) -> jax.Array:
-            return tokens[:, 1:].reshape((b,) + tuple(grid) + (tokens.shape[-1],))
+            return tokens[:, lead:].reshape((b,) + tuple(grid) + (tokens.shape[-1],))
 
         starts = stage_starts(self.blocks)
         outputs = {}
@@ -492,7 +542,9 @@ class MViT(nn.Module):
             if i in starts:
                 outputs[starts.index(i)] = to_map(x, thw)
             rate = self.drop_path * i / (n - 1.0) if n > 1 else 0.0
-            x, thw = MultiscaleBlock(cnf, rows[i], rate, name=f"blocks_{i}")(x, thw, train=train)
+            x, thw = MultiscaleBlock(
+                cnf, rows[i], rate, self.class_token, name=f"blocks_{i}"
+            )(x, thw, train=train)
         x = _layer_norm("norm")(x)
         outputs[len(starts)] = to_map(x, thw)
         levels = [outputs[s] for s in wanted]

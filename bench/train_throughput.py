@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from ifdd_jax import evaluate, sharding, train
+from ifdd_jax import evaluate, sharding, train, train_state
 from ifdd_jax.models import build_model
 from ifdd_jax.optim import make_optimizer
 
@@ -56,11 +56,11 @@ def main(argv) -> None:
         mask=np.ones(batch, bool)), evaluate.EVAL_KEYS)
 
     start = time.perf_counter()
-    state = train.create_state(model, tx, config, mesh)
+    state = train_state.create_state(model, tx, config, mesh)
     step = train.make_train_step(model, tx, config, mesh)
     state, _ = step(state, train_batch)
     jax.block_until_ready(state)
-    eval_fn = evaluate._compiled_eval_step(model, mesh, train.compute_dtype(config))
+    eval_fn = evaluate._compiled_eval_step(model, mesh, train_state.compute_dtype(config))
     jax.block_until_ready(eval_fn(state.variables(), eval_batch))
     compile_s = time.perf_counter() - start
 

@@ -6,7 +6,8 @@ keeps the last, so a later evaluation that ties the best replaces it, as the rel
 `if acc >= best_acc` does.
 
 Each checkpoint step holds three items:
-  state  the TrainState (params, batch_stats, optimizer state, step, RNG key data)
+  state  the TrainState (params, batch_stats, optimizer state, step, RNG key data); inference
+         reads its params and batch_stats only (`restore_variables`)
   data   the train iterator's position (JSON), so a resumed run reads the same batches
   meta   what the state was built for (model, flavor, classes, input, model section), checked
          against the config before anything is restored
@@ -109,6 +110,37 @@ def restore_from(
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointMismatchError(f"checkpoint {where} cannot be restored: {e}") from e
     return restored["state"], restored["data"]
+
+
+def restore_variables(
+    manager: ocp.CheckpointManager,
+    step: int,
+    abstract_variables: dict,
+    sharding: jax.sharding.Sharding,
+    config: ml_collections.ConfigDict,
+) -> dict:
+    """Restores only {"params", "batch_stats"} of the state saved at `step` onto `sharding`, after
+    checking the meta item: what inference needs, without the optimizer state."""
+    where = f"{manager.directory}/{step}"
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    check_meta(meta, checkpoint_meta(config), where)
+    # Empty collections (a model without BatchNorm) hold no array to read.
+    wanted = {k: v for k, v in abstract_variables.items() if jax.tree.leaves(v)}
+    target = _abstract_on(wanted, sharding)
+    try:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    target,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                    partial_restore=True,
+                )
+            ),
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointMismatchError(f"checkpoint {where} cannot be restored: {e}") from e
+    return {k: restored["state"][k] if k in wanted else v for k, v in abstract_variables.items()}
 
 
 class Checkpointer:

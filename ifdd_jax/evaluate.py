@@ -1,8 +1,10 @@
 """Evaluation: video-level predictions, UAR/WAR reports, `results.json`, and `--mode=eval`.
 
 A clip's prediction averages the logits of its V evaluation views (`config.data.num_eval_views`
-temporal windows). Every clip of a split is evaluated exactly once: the input pipeline pads the
-last batch and marks padding with `mask`, which the metrics ignore.
+temporal windows; ifdd_jax/views.py). Every clip of a split is evaluated exactly once: the input
+pipeline pads the last batch and marks padding with `mask`, which the metrics ignore.
+`--mode=eval` restores the checkpoint's parameters and batch statistics only
+(train_state.restore_variables); the data is built by ifdd_jax/input_pipeline.py.
 """
 
 from __future__ import annotations
@@ -14,71 +16,25 @@ import os
 from typing import Callable, Optional
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from ifdd_jax import checkpointing, recipe, sharding
+from ifdd_jax import recipe, sharding
+from ifdd_jax.input_pipeline import build_data
 from ifdd_jax.metrics import EvalMetrics, confusion_image, recall_report
+from ifdd_jax.models import build_model
 from ifdd_jax.models.losses import cross_entropy
+from ifdd_jax.train_state import compute_dtype, restore_variables
+from ifdd_jax.views import view_logits
 
 EVAL_KEYS = ("clips", "label", "mask")
 
 
-def data_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
-    """config.data with `config.data_dir` applied; the synthetic set lives in `workdir/data`
-    unless a data_dir is given."""
-    cfg = ml_collections.ConfigDict(config.data.to_dict())
-    if config.get("data_dir"):
-        cfg.data_dir = config.data_dir
-    if cfg.name == "synthetic" and not cfg.data_dir:
-        cfg.data_dir = os.path.join(workdir, "data")
-    if cfg.name != "synthetic":
-        if not cfg.data_dir:
-            raise ValueError(
-                f"no data directory for {cfg.name}: pass --config.data_dir=/path/to/{cfg.name} "
-                f"(the folder holding the official {cfg.name} layout)"
-            )
-        if not os.path.isdir(cfg.data_dir):
-            raise FileNotFoundError(f"data_dir {cfg.data_dir} does not exist or is not a folder")
-    return cfg
-
-
-def build_data(config: ml_collections.ConfigDict, workdir: str):
-    """The run's datasets for this process (data_pipeline.pipeline.build_datasets), with the
-    flavor's augmentation defaults resolved into `config` first."""
-    from data_pipeline.pipeline import build_datasets  # imports TensorFlow
-
-    recipe.resolve(config)
-    data = build_datasets(
-        data_config(config, workdir),
-        global_batch_size=config.batch_size,
-        eval_batch_size=config.eval_batch_size,
-        seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        # Host 0 prepares the data (synthetic tree, TFRecords) before the other hosts read it.
-        barrier=lambda: multihost_utils.sync_global_devices("ifdd_jax: data prepared"),
-    )
-    if data.meta["num_classes"] != config.num_classes:
-        raise ValueError(
-            f"the {config.data.name} data has {data.meta['num_classes']} classes but "
-            f"config.num_classes is {config.num_classes}"
-        )
-    return data
-
-
 def eval_step(variables: dict, batch: dict, *, model, dtype) -> tuple[EvalMetrics, jax.Array]:
     """Metrics and video-level logits `[B, K]` of a batch {clips [B, V, T, H, W, 3], label, mask}."""
-    clips = batch["clips"]
-    b, v = clips.shape[:2]
-    if dtype != jnp.float32:
-        variables = jax.tree.map(lambda p: p.astype(dtype), variables)
-    outputs = model.apply(variables, clips.reshape((b * v,) + clips.shape[2:]).astype(dtype),
-                          train=False)
-    logits = outputs["logits"].astype(jnp.float32).reshape(b, v, -1).mean(axis=1)
+    logits = view_logits(model, variables, batch["clips"], dtype)
     metrics = EvalMetrics.single_from_model_output(
         loss=cross_entropy(logits, batch["label"]), mask=batch["mask"], logits=logits,
         label=batch["label"],
@@ -97,14 +53,12 @@ def _compiled_eval_step(model, mesh, dtype) -> Callable:
 
 
 def evaluate_split(
-    state, model, data, split: str, mesh, config: ml_collections.ConfigDict,
+    variables: dict, model, data, split: str, mesh, config: ml_collections.ConfigDict,
     *, predictions: bool = False,
 ) -> dict:
-    """UAR/WAR report of `split` ("val" or "test"); with `predictions`, per-clip rows too."""
-    from ifdd_jax.train import compute_dtype
-
+    """UAR/WAR report of `split` ("val" or "test") for the model's `variables` ({"params",
+    "batch_stats"}); with `predictions`, per-clip rows too."""
     step_fn = _compiled_eval_step(model, mesh, compute_dtype(config))
-    variables = state.variables()
     metrics = None
     rows = []
     for local in data.make_eval_iter(split):
@@ -211,46 +165,23 @@ def write_results(workdir: str, results: dict, predictions: Optional[list] = Non
     return path
 
 
-def load_initial_weights(state, config: ml_collections.ConfigDict, mesh):
-    """Replaces the initial params/batch_stats with converted weights from `config.init_from`."""
-    from ifdd_jax import convert  # the converter package (optional torch inside)
-
-    variables, report = convert.load_into(
-        {"params": state.params, "batch_stats": state.batch_stats}, config.init_from,
-        config.model_name,
-    )
-    logging.info("Initialised from %s: %s", config.init_from, report)
-    variables = jax.device_put(variables, sharding.replicated(mesh))
-    return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
-
-
 def evaluate_checkpoint(
     config: ml_collections.ConfigDict, workdir: str, checkpoint: Optional[str] = None,
     split: str = "test",
 ) -> dict:
     """`--mode=eval`: evaluates a checkpoint (a run's workdir, a checkpoint folder or one step)
     on `split` and writes `results_eval_<split>.json` in `workdir`."""
-    from ifdd_jax.models import build_model
-    from ifdd_jax.optim import make_optimizer
-    from ifdd_jax.train import init_state
-
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval batch size")
     model = build_model(config)
     data = build_data(config, workdir)
-    tx, _ = make_optimizer(config, steps_per_epoch=1, total_steps=1)
-    abstract = jax.eval_shape(functools.partial(init_state, model, tx, config),
-                              jax.random.key(0))
-    manager, step = checkpointing.find_checkpoint(checkpoint or workdir)
-    state, _ = checkpointing.restore_from(manager, step, abstract, sharding.replicated(mesh), config)
-    report = evaluate_split(state, model, data, split, mesh, config, predictions=True)
+    variables, step, directory = restore_variables(model, config, checkpoint or workdir, mesh)
+    report = evaluate_split(variables, model, data, split, mesh, config, predictions=True)
     results = results_dict(config, data.meta, report, checkpoint_step=step, val=None, split=split)
-    results["checkpoint"] = str(manager.directory)
+    results["checkpoint"] = directory
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         write_results(workdir, results, report.get("predictions"), name=f"results_eval_{split}")
-    manager.close()
     logging.info("%s UAR %.2f WAR %.2f (checkpoint %s step %d)", split, report["uar"],
-                 report["war"], manager.directory, step)
+                 report["war"], directory, step)
     return results
-

@@ -135,29 +135,20 @@ def load_trained(workdir: Optional[str] = None, checkpoint: Optional[str] = None
     ("configs/x.py:args", "path/config.json") or None for the run's own config.json."""
     import jax
 
-    from ifdd_jax import checkpointing, sharding
+    from ifdd_jax import sharding
     from ifdd_jax.models import build_model
-    from ifdd_jax.optim import make_optimizer
-    from ifdd_jax.train import init_state
+    from ifdd_jax.train_state import restore_variables
 
     if not workdir and not checkpoint:
         raise ValueError("give a run's --workdir or a --checkpoint folder")
     if config is None or isinstance(config, str):
         config = load_config(workdir, checkpoint, config)
     model = build_model(config)
-    tx, _ = make_optimizer(config, steps_per_epoch=1, total_steps=1)
-    abstract = jax.eval_shape(functools.partial(init_state, model, tx, config), jax.random.key(0))
     # One device is enough for inference and keeps any batch size valid.
     mesh = sharding.make_mesh(jax.devices()[:1])
-    manager, step = checkpointing.find_checkpoint(checkpoint or workdir)
-    try:
-        state, _ = checkpointing.restore_from(manager, step, abstract, sharding.replicated(mesh),
-                                              config)
-    finally:
-        directory = str(manager.directory)
-        manager.close()
-    return TrainedModel(config=config, model=model, variables=state.variables(),
-                        class_names=class_names_for(config), checkpoint=directory, step=int(step))
+    variables, step, directory = restore_variables(model, config, checkpoint or workdir, mesh)
+    return TrainedModel(config=config, model=model, variables=variables,
+                        class_names=class_names_for(config), checkpoint=directory, step=step)
 
 
 # --- inputs ------------------------------------------------------------------------------------

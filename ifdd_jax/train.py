@@ -6,7 +6,8 @@ is donated. Each process feeds its local share of the batch
 (`jax.make_array_from_process_local_data`). BatchNorm statistics span the global batch.
 
 The run:
-  1. builds the data (data_pipeline), the model (registry) and AdamW (optim.py);
+  1. builds the data (input_pipeline.py), the model (models/registry.py), AdamW (optim.py) and
+     the TrainState (train_state.py);
   2. resumes from the latest checkpoint in `workdir` if there is one (state, RNG and the train
      iterator's position, so the continuation is exactly the uninterrupted run);
   3. trains, logging to TensorBoard and the console, validating every `eval_every_epochs` epochs
@@ -25,7 +26,6 @@ import os
 import time
 from typing import Any, Callable, Optional
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -33,56 +33,18 @@ import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from ifdd_jax import checkpointing, evaluate, recipe, sharding
+from ifdd_jax import checkpointing, evaluate, input_pipeline, recipe, sharding
 from ifdd_jax.metrics import TrainMetrics
 from ifdd_jax.models import build_model
 from ifdd_jax.models.losses import ifdd_loss
 from ifdd_jax.optim import make_optimizer
+from ifdd_jax.train_state import TrainState, compute_dtype, create_state, load_initial_weights
 
 TRAIN_KEYS = ("clips", "label", "target")
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss or a gradient became NaN or infinite."""
-
-
-@flax.struct.dataclass
-class TrainState:
-    step: jax.Array  # int32 []
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-    rng: jax.Array  # uint32 key data of the run's base key
-    nonfinite_step: jax.Array  # int32 []: the first step with a non-finite loss/gradient, or -1
-
-    def variables(self) -> dict:
-        return {"params": self.params, "batch_stats": self.batch_stats}
-
-
-def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
-    names = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-    if config.compute_dtype not in names:
-        raise ValueError(f"compute_dtype must be one of {sorted(names)}, got {config.compute_dtype!r}")
-    return names[config.compute_dtype]
-
-
-def init_state(
-    model, tx: optax.GradientTransformation, config: ml_collections.ConfigDict, rng: jax.Array
-) -> TrainState:
-    """Initial TrainState (traceable: run it under jit or eval_shape)."""
-    init_rng, dropout_rng, run_rng = jax.random.split(rng, 3)
-    size = config.data.image_size
-    clips = jnp.zeros((1, config.data.num_frames, size, size, 3), jnp.float32)
-    variables = model.init({"params": init_rng, "dropout": dropout_rng}, clips, train=False)
-    params = variables["params"]
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        batch_stats=variables.get("batch_stats", {}),
-        opt_state=tx.init(params),
-        rng=jax.random.key_data(run_rng),
-        nonfinite_step=jnp.full((), -1, jnp.int32),
-    )
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -154,14 +116,6 @@ def make_train_step(model, tx, config, mesh) -> Callable:
     )
 
 
-def create_state(model, tx, config, mesh) -> TrainState:
-    """The initial state, built directly replicated on the mesh."""
-    rng = jax.random.key(config.seed)
-    return jax.jit(
-        functools.partial(init_state, model, tx, config), out_shardings=sharding.replicated(mesh)
-    )(rng)
-
-
 def steps_for(config: ml_collections.ConfigDict, num_train_examples: int) -> tuple[int, int]:
     """(steps per epoch, total steps). An epoch is one pass over the train split (at least one
     step); config.num_train_steps > 0 overrides num_epochs."""
@@ -201,22 +155,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
 
     model = build_model(config)  # first: a wrong model name fails before any data work
-    data = evaluate.build_data(config, workdir)
+    data = input_pipeline.build_data(config, workdir)
     meta = data.meta
     steps_per_epoch, total_steps = steps_for(config, meta["num_examples"]["train"])
     tx, schedule = make_optimizer(config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
     state = create_state(model, tx, config, mesh)
     if config.get("init_from"):
-        state = evaluate.load_initial_weights(state, config, mesh)
+        state = load_initial_weights(state, config, mesh)
 
     ckpt = checkpointing.Checkpointer(
         workdir, keep=config.keep_checkpoints, best_metric=config.best_metric
     )
-    restored = ckpt.restore_latest(state, sharding.replicated(mesh), config)
-    if restored is not None:
-        state, data_state, saved_step = restored
-        data.train.set_state(data_state)
-        logging.info("Resumed from %s at step %d.", checkpointing.LATEST_DIR, saved_step)
+    state = _resume(ckpt, state, data, mesh, config)
     start_step = int(jax.device_get(state.step))
     if start_step == 0 and is_main:
         writer.write_hparams(_flat_hparams(config))
@@ -246,21 +196,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
                 if done % config.log_every_steps == 0 or done == total_steps:
                     _check_finite(state)
-                    scalars = {f"train_{k}": float(v) for k, v in train_metrics.compute().items()}
-                    scalars["learning_rate"] = float(schedule(step))
-                    writer.write_scalars(done, scalars)
-                    train_metrics = None
                     rate = (done - s_start) / max(time.time() - t_start, 1e-9)
-                    logging.info(
-                        "step %d/%d (epoch %.1f) loss %.4f lr %.3g | %.2f steps/s, ETA %s",
-                        done, total_steps, done / steps_per_epoch, scalars["train_loss"],
-                        scalars["learning_rate"], rate, _format_eta((total_steps - done) / max(rate, 1e-9)),
-                    )
+                    _log_train(writer, done, total_steps, steps_per_epoch, train_metrics,
+                               float(schedule(step)), rate)
+                    train_metrics = None
 
                 if done % eval_every == 0 or done == total_steps:
                     _check_finite(state)
                     with report.timed("eval"):
-                        last_val = evaluate.evaluate_split(state, model, data, "val", mesh, config)
+                        last_val = evaluate.evaluate_split(
+                            state.variables(), model, data, "val", mesh, config
+                        )
                     evaluate.write_report(writer, done, "val", last_val, meta["class_names"])
                     ckpt.save(done, state, data.train.get_state(), config,
                               val_metrics=checkpointing.val_metrics(last_val))
@@ -273,19 +219,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise
 
     ckpt.wait()
+    results = _test_best(ckpt, state, model, data, mesh, config, writer, workdir, last_val)
+    writer.flush()
+    ckpt.close()
+    return results
+
+
+def _resume(ckpt, state: TrainState, data, mesh, config) -> TrainState:
+    """The latest checkpoint's state, with the train iterator moved to its position, or `state`
+    when the run has no checkpoint yet."""
+    restored = ckpt.restore_latest(state, sharding.replicated(mesh), config)
+    if restored is None:
+        return state
+    state, data_state, saved_step = restored
+    data.train.set_state(data_state)
+    logging.info("Resumed from %s at step %d.", checkpointing.LATEST_DIR, saved_step)
+    return state
+
+
+def _log_train(writer, done: int, total_steps: int, steps_per_epoch: int, train_metrics,
+               learning_rate: float, rate: float) -> None:
+    """Writes the train scalars accumulated since the last report and logs a progress line."""
+    scalars = {f"train_{k}": float(v) for k, v in train_metrics.compute().items()}
+    scalars["learning_rate"] = learning_rate
+    writer.write_scalars(done, scalars)
+    logging.info(
+        "step %d/%d (epoch %.1f) loss %.4f lr %.3g | %.2f steps/s, ETA %s",
+        done, total_steps, done / steps_per_epoch, scalars["train_loss"],
+        scalars["learning_rate"], rate, _format_eta((total_steps - done) / max(rate, 1e-9)),
+    )
+
+
+def _test_best(ckpt, state, model, data, mesh, config, writer, workdir: str,
+               last_val: Optional[dict]) -> dict:
+    """Tests the best checkpoint (the final state when no validation happened), writes the
+    report and, on process 0, results.json; returns the results."""
     best = ckpt.restore_best(state, sharding.replicated(mesh), config)
     if best is None:  # no validation happened (total_steps == start_step): test the final state
         best_state, best_step = state, int(jax.device_get(state.step))
     else:
         best_state, best_step = best
-    test = evaluate.evaluate_split(best_state, model, data, "test", mesh, config, predictions=True)
+    meta = data.meta
+    test = evaluate.evaluate_split(
+        best_state.variables(), model, data, "test", mesh, config, predictions=True
+    )
     evaluate.write_report(writer, best_step, "test", test, meta["class_names"])
     results = evaluate.results_dict(config, meta, test, checkpoint_step=best_step,
                                     val=last_val, split="test")
-    if is_main:
+    if jax.process_index() == 0:
         evaluate.write_results(workdir, results, test.get("predictions"))
-    writer.flush()
-    ckpt.close()
     logging.info("Test UAR %.2f WAR %.2f (checkpoint step %d).", test["uar"], test["war"], best_step)
     return results
 

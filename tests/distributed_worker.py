@@ -26,7 +26,7 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 
-from ifdd_jax import sharding, train  # noqa: E402
+from ifdd_jax import sharding, train, train_state  # noqa: E402
 from ifdd_jax.config_lib import load_config_file  # noqa: E402
 from ifdd_jax.models import build_model  # noqa: E402
 from ifdd_jax.optim import make_optimizer  # noqa: E402
@@ -42,7 +42,7 @@ def train_few_steps(devices=None) -> dict:
     model = build_model(config)
     tx, _ = make_optimizer(config, steps_per_epoch=10, total_steps=100)
     mesh = sharding.make_mesh(devices)
-    state = train.create_state(model, tx, config, mesh)
+    state = train_state.create_state(model, tx, config, mesh)
     step = train.make_train_step(model, tx, config, mesh)
     share = GLOBAL_BATCH // jax.process_count()
     lo = jax.process_index() * share

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifdd_jax import checkpointing, evaluate, sharding, train
+from ifdd_jax import checkpointing, evaluate, input_pipeline, sharding, train, train_state
 from ifdd_jax.config_lib import load_config_file
 from ifdd_jax.metrics import ConfusionMatrix, recall_report
 from ifdd_jax.models import build_model
@@ -138,7 +138,7 @@ def test_one_step_is_the_same_on_1_and_8_devices():
     results = []
     for devices in (jax.devices()[:1], jax.devices()[:8]):
         mesh = sharding.make_mesh(devices)
-        state = train.create_state(model, tx, config, mesh)
+        state = train_state.create_state(model, tx, config, mesh)
         step = train.make_train_step(model, tx, config, mesh)
         state, metrics = step(state, sharding.global_batch(mesh, local, train.TRAIN_KEYS))
         results.append((float(metrics.loss.compute()), jax.device_get(state.params),
@@ -154,7 +154,7 @@ def test_a_non_finite_step_is_not_applied_and_stops_the_run():
     model = build_model(config)
     tx, _ = make_optimizer(config, steps_per_epoch=10, total_steps=100)
     mesh = sharding.make_mesh(jax.devices()[:1])
-    state = train.create_state(model, tx, config, mesh)
+    state = train_state.create_state(model, tx, config, mesh)
     before = jax.device_get(state.params)
     step = train.make_train_step(model, tx, config, mesh)
     bad = _batch()
@@ -173,7 +173,7 @@ def test_bfloat16_compute_runs():
     model = build_model(config)
     tx, _ = make_optimizer(config, steps_per_epoch=10, total_steps=100)
     mesh = sharding.make_mesh(jax.devices()[:1])
-    state = train.create_state(model, tx, config, mesh)
+    state = train_state.create_state(model, tx, config, mesh)
     state, metrics = train.make_train_step(model, tx, config, mesh)(
         state, sharding.global_batch(mesh, _batch(), train.TRAIN_KEYS))
     assert np.isfinite(float(metrics.loss.compute()))
@@ -203,7 +203,7 @@ class _Killed(Exception):
 
 def _kill_after(monkeypatch, batches: int) -> None:
     """Makes the next run's train iterator raise after `batches` batches (a simulated kill)."""
-    real_build = evaluate.build_data
+    real_build = input_pipeline.build_data
 
     def build_then_die(config, workdir):
         data = real_build(config, workdir)
@@ -219,7 +219,7 @@ def _kill_after(monkeypatch, batches: int) -> None:
         monkeypatch.setattr(type(data.train), "__next__", dying_next)
         return data
 
-    monkeypatch.setattr(evaluate, "build_data", build_then_die)
+    monkeypatch.setattr(input_pipeline, "build_data", build_then_die)
 
 
 def test_end_to_end_run_resume_and_eval(synthetic_root, tmp_path, monkeypatch):

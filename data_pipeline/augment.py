@@ -1,4 +1,4 @@
-"""Clip-consistent augmentation and normalisation (reference-ifdd.md §6), channels-last.
+"""Clip-consistent augmentation and normalisation (docs/reference-ifdd.md §6), channels-last.
 
 Every random parameter (flip, crop box, colour-jitter factors and their order) is drawn once per
 clip from a stateless seed and applied to all T frames, so motion between frames is preserved.

@@ -1,8 +1,8 @@
 """Data configs: `get_data_config(name)` for "dfew", "ferv39k", "mafw" and "synthetic".
 
 Every field is typed (optional ones are placeholders), so `--config.data.<field>=<value>`
-overrides work with a locked config. Defaults follow reference-ifdd.md §5–§6 and
-datasets-and-anchors.md.
+overrides work with a locked config. Defaults follow docs/reference-ifdd.md §5–§6 and
+docs/datasets.md.
 
 Augmentation follows the flavor (`FLAVOR_DATA_DEFAULTS`): the paper trains with "random horizontal
 flip and random crop" only; the released recipe adds colour jitter (brightness, contrast,

@@ -1,4 +1,4 @@
-"""DFEW reader (official layout; see datasets-and-anchors.md §1).
+"""DFEW reader (official layout; see docs/datasets.md §1).
 
     <root>/Clip/clip_224x224_16f/<05d>/1.jpg ...     frame_version "16f"
     <root>/Clip/clip_224x224/<05d>/ (or jpg_256)      frame_version "all"

@@ -1,4 +1,4 @@
-"""FERV39k reader (official layout; see datasets-and-anchors.md §2).
+"""FERV39k reader (official layout; see docs/datasets.md §2).
 
     <root>/2_ClipsforFaceCrop/<scenario>/<scene>/<class>/<clip>/   frames (or <clip>.mp4)
     <root>/4_setups/All_scenes/train_All.csv   (or <root>/All_scenes/, the authors' copy)

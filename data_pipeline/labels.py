@@ -1,4 +1,4 @@
-"""Class names and label orders of the three benchmarks (see datasets-and-anchors.md).
+"""Class names and label orders of the three benchmarks (see docs/datasets.md).
 
 DFEW's order (Happy, Sad, Neutral, Angry, Surprise, Disgust, Fear) is also used for FERV39k, so
 that per-class tables line up across datasets; the authors' FERV39k loader sorts alphabetically

@@ -1,4 +1,4 @@
-"""MAFW reader, single-label 11-class protocol (see datasets-and-anchors.md §3).
+"""MAFW reader, single-label 11-class protocol (see docs/datasets.md §3).
 
     <root>/data/frames/<name>/       extracted frames (preferred when present)
     <root>/data/clips/<name>.mp4     videos (decoded with decord otherwise)

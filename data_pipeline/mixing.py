@@ -1,4 +1,4 @@
-"""Mixup / CutMix and label smoothing on a batch (reference-ifdd.md §5, timm's batch mode).
+"""Mixup / CutMix and label smoothing on a batch (docs/reference-ifdd.md §5, timm's batch mode).
 
 One draw per batch: with probability mix_prob the batch is mixed; CutMix is chosen with
 probability switch_prob when both are enabled (λ ~ Beta(cutmix_alpha)), else Mixup

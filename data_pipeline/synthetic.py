@@ -6,7 +6,7 @@ translation/rotation/scale, talking-like mouth opening, blinks) and one brief ex
 `event_frames` frames whose facial configuration (mouth curvature/opening/width, brow tilt and
 height, eye opening, mouth asymmetry) encodes one of DFEW's 7 classes. The event covers only a few
 of the F frames: the class signal is diluted in time among irrelevant dynamics, which is the
-property IFDD targets (datasets-and-anchors.md §6). Talking opens the mouth like Surprise/Fear do,
+property IFDD targets (docs/datasets.md §6). Talking opens the mouth like Surprise/Fear do,
 and blinks close the eyes like Happy/Disgust do, so appearance pooled over time is ambiguous.
 
 Written tree (read unchanged by data_pipeline.dfew.read_dfew with frame_version "16f"):

@@ -67,7 +67,7 @@ def test_interpolation_gradient_is_frame_difference():
 
 
 def test_reference_positions_match_grid_sample_quirk():
-    # reference-ifdd §3a: with zero offsets the even slots read {0, 1.79, 4.07, 6.36} and the odd
+    # docs/reference-ifdd.md §3a: with zero offsets the even slots read {0, 1.79, 4.07, 6.36} and the odd
     # slots {0.64, 2.93, 5.21, 7} for T = 8.
     even = reference_positions(jnp.array([0.0, 2.0, 4.0, 6.0]), 8)
     odd = reference_positions(jnp.array([1.0, 3.0, 5.0, 7.0]), 8)

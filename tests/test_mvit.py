@@ -62,7 +62,7 @@ def test_released_10_block_config():
 
 
 def test_reference_shape_table():
-    """reference-ifdd §1: per-block token shapes, stage outputs and IFDD's wiring at 16×224²."""
+    """docs/reference-ifdd.md §1: per-block token shapes, stage outputs and IFDD's wiring at 16×224²."""
     trunk = MViT(mvit_v2_xs_blocks())
     variables = jax.eval_shape(lambda x: trunk.init(RNGS, x), FULL)
     blocks = []
@@ -123,7 +123,7 @@ def test_reference_shape_table():
 
 def test_reference_parameter_counts():
     """The released model has 37.577 M params: embed 0.042, blocks 23.45, PAN 1.327, CatConv 0.885,
-    WaveLifts 11.866, head 0.005 (reference-ifdd §2)."""
+    WaveLifts 11.866, head 0.005 (docs/reference-ifdd.md §2)."""
     model = build_model(_config(model="ifdd_3dvit", flavor="reference"))
     p = jax.eval_shape(lambda x: model.init(RNGS, x), FULL)["params"]
     total = _count(p)
@@ -185,7 +185,7 @@ def test_paper_flavor_uses_three_stages_to_14():
 def test_paper_flavor_has_no_class_token():
     """Appendix: "we also remove the class token of MViT-S". No parameter, and every block carries
     exactly the t·h·w grid tokens (8·56², 8·28², 8·14²: no extra row); the reference flavor keeps
-    the released class token (1 + t·h·w rows, reference-ifdd §1)."""
+    the released class token (1 + t·h·w rows, docs/reference-ifdd.md §1)."""
     paper = build_model(_config(model="ifdd_3dvit", flavor="paper"))
     variables = jax.eval_shape(lambda x: paper.init(RNGS, x), FULL)
     assert "class_token" not in variables["params"]["trunk"]

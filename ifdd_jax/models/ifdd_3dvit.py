@@ -5,8 +5,8 @@ Both flavors use the released 10-block backbone ("MFViT_XS": MViTv2-S with stage
 mvit.py for the blocks. The relative-position tables are sized for the config's clip
 (config.input.num_frames × image_size²); other clip sizes interpolate them as torchvision does.
 
-reference flavor (the released network, reference-ifdd §1-§4)
--------------------------------------------------------------
+reference flavor (the released network, docs/reference-ifdd.md §1-§4)
+---------------------------------------------------------------------
 All 10 blocks run. The pyramid takes stage 2 (the output of block 7: 384 channels at 14², *not*
 layer-normalised) and stage 3 (the final LayerNorm's output: 768 channels at 7²). Stage 2 is
 compressed by a dilated 3×3 conv (stride = dilation = padding = 2); stage 3 passes through; a 1×1

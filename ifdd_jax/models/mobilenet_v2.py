@@ -5,8 +5,8 @@ a 3×3 depthwise convolution, a linear 1×1 projection, BatchNorm after each and
 first two; a residual joins input and output when the stride is 1 and the widths agree. The seven
 bottleneck groups (t, c, n, s) are those of the paper and torchvision.
 
-IFDD-2DCNN arrangement (the paper's appendix, "Backbone Details"; reference-ifdd §7)
--------------------------------------------------------------------------------------
+IFDD-2DCNN arrangement (the paper's appendix, "Backbone Details"; docs/reference-ifdd.md §7)
+--------------------------------------------------------------------------------------------
 The paper says: an input convolution halves T and quarters H and W (16×224² -> 8×56²), only the
 first five bottleneck groups are used, and the pyramid takes widths {56, 28, 14} from groups 3, 4
 and 5. It gives neither the stem nor the channel widths nor how MobileNetV2's own strides are

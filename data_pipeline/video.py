@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import decord
 import numpy as np
 
 from data_pipeline.errors import DataError
@@ -15,8 +16,6 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 
 
 def _open(path: str):
-  import decord  # imported lazily: decord is only needed when videos are used
-
   if not os.path.isfile(path):
     raise DataError(path, "video file is missing")
   if os.path.getsize(path) == 0:
@@ -36,6 +35,16 @@ def video_num_frames(path: str) -> int:
   return n
 
 
+def video_fps(path: str) -> float | None:
+  """Average frames per second of a video, or None when the file does not say (the rate is
+  informative only: decoding errors surface in video_num_frames and decode_video)."""
+  try:
+    fps = float(_open(path).get_avg_fps())
+  except Exception:  # DataError, decord's errors: the caller reports decoding failures itself
+    return None
+  return fps if fps > 0 else None
+
+
 def decode_video(path: str, indices: np.ndarray | None = None) -> np.ndarray:
   """Decodes frames of a video.
 
@@ -47,8 +56,6 @@ def decode_video(path: str, indices: np.ndarray | None = None) -> np.ndarray:
   Raises:
     DataError naming the file when it is missing, corrupt or truncated.
   """
-  import decord
-
   reader = _open(path)
   n = len(reader)
   if n <= 0:

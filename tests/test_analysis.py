@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from ifdd_jax import predict
+from data_pipeline import inputs
+from ifdd_jax import trained_run
 from ifdd_jax.analysis import curves, efficiency, gradcam, issm_indices, tsne
 from ifdd_jax.models.registry import MODELS
 from tests.test_predict import _clip_folder, tiny_config, tiny_run
@@ -27,9 +28,9 @@ def _png(path: str) -> None:
 
 
 def test_gradcam_maps_and_command(run_dir, tmp_path):
-    trained = predict.load_trained(run_dir)
-    source = predict.discover_sources(_clip_folder(run_dir))[0]
-    clip = predict.read_clip(source, trained.config).clips[0]  # [T, S, S, 3]
+    trained = trained_run.load_trained(run_dir)
+    source = inputs.discover_sources(_clip_folder(run_dir))[0]
+    clip = inputs.read_clip(source, trained.config).clips[0]  # [T, S, S, 3]
     cams = gradcam.clip_cams(trained, clip)
     for group in gradcam.GROUPS:
         maps = cams[group]

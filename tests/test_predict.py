@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ifdd_jax import predict
+from data_pipeline import face_crop, inputs
+from ifdd_jax import predict, trained_run
 from tests.tiny_runs import tiny_run_config
 
 TINY_CLASSES = 7
@@ -140,9 +141,9 @@ def test_predictions_match_the_evaluation_pipeline(run_dir):
 
     from ifdd_jax import evaluate, sharding
 
-    trained = predict.load_trained(run_dir)
-    source = predict.discover_sources(_clip_folder(run_dir))[0]
-    clip = predict.read_clip(source, trained.config)
+    trained = trained_run.load_trained(run_dir)
+    source = inputs.discover_sources(_clip_folder(run_dir))[0]
+    clip = inputs.read_clip(source, trained.config)
     assert clip.clips.shape == (1, 8, 32, 32, 3) and clip.clips.dtype == np.float32
     np.testing.assert_array_equal(clip.indices, [np.arange(8)])
     expected = np.asarray(_frames_of(source.path), np.float32) / 255.0
@@ -162,10 +163,10 @@ def test_predictions_match_the_evaluation_pipeline(run_dir):
 
 
 def test_csv_output_face_crop_and_window_seconds(run_dir, tmp_path):
-    trained = predict.load_trained(checkpoint=os.path.join(run_dir, "checkpoints"))
+    trained = trained_run.load_trained(checkpoint=os.path.join(run_dir, "checkpoints"))
     frames = np.concatenate([_frames_of(_clip_folder(run_dir))] * 3)  # 24 frames
     video = _write_video(str(tmp_path / "v.avi"), frames, fps=8)
-    report = predict.predict_sources(trained, predict.discover_sources(video), batch_size=8,
+    report = predict.predict_sources(trained, inputs.discover_sources(video), batch_size=8,
                                      crop_faces=True, window_s=1.0)
     record = report["results"][0]
     # A synthetic cartoon face may or may not be detected; either way the result says what happened.
@@ -187,7 +188,7 @@ def test_face_box_finds_a_face_like_pattern():
     assert os.path.isfile(os.path.join(cv2.data.haarcascades,
                                        "haarcascade_frontalface_default.xml"))
     blank = np.full((3, 64, 80, 3), 128, np.uint8)
-    assert predict.face_box(blank) is None
+    assert face_crop.face_box(blank) is None
 
 
 def test_unreadable_inputs_are_named(run_dir, tmp_path, capsys):
@@ -206,8 +207,8 @@ def test_unreadable_inputs_are_named(run_dir, tmp_path, capsys):
     frames = tmp_path / "frames"
     shutil.copytree(good, frames)
     (frames / "3.jpg").write_bytes(b"\xff\xd8\xff truncated")
-    report = predict.predict_sources(predict.load_trained(run_dir),
-                                     predict.discover_sources(str(frames)))
+    report = predict.predict_sources(trained_run.load_trained(run_dir),
+                                     inputs.discover_sources(str(frames)))
     assert report["results"] == []
     assert report["errors"][0]["error"].startswith(f"{frames / '3.jpg'}: corrupt or unreadable")
 

@@ -33,7 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifdd_jax.predict import TrainedModel
+from data_pipeline.inputs import discover_sources, read_clip
+from ifdd_jax import compile_cache
+from ifdd_jax.analysis import figures
+from ifdd_jax.trained_run import TrainedModel, load_trained
 
 GROUPS = ("static", "dynamic")
 GROUP_TITLES = {"static": "Y_S (static)", "dynamic": "Y_D (dynamic)"}
@@ -187,6 +190,7 @@ def clip_cams(trained: TrainedModel, clip: np.ndarray) -> dict:
 def _display_frames(clip: np.ndarray, normalization: str) -> np.ndarray:
     """The model input [T, S, S, 3] back in [0, 1] for display."""
     if normalization == "imagenet":
+        # deferred: imports TensorFlow
         from data_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD
 
         clip = clip * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)
@@ -197,8 +201,6 @@ def plot_cams(frames: np.ndarray, cams: np.ndarray, class_names: Sequence[str],
               probabilities: np.ndarray, slots: np.ndarray, title: str, path: str,
               dpi: Optional[int] = None) -> str:
     """Rows: the frames, then one heatmap row per emotion; columns: the T frames."""
-    from ifdd_jax.analysis import figures
-
     num_frames = frames.shape[0]
     rows = 1 + len(class_names)
     fig, axes = figures.new_figure(rows, num_frames, figsize=(1.0 * num_frames + 1.6, 1.0 * rows),
@@ -232,8 +234,6 @@ def gradcam_figures(trained: TrainedModel, source_path: str, out_dir: str,
                     dpi: Optional[int] = None) -> List[str]:
     """Reads a clip (video or frame folder) as evaluation does and writes
     `<out_dir>/gradcam_<clip>_{static,dynamic}.png`; returns the paths."""
-    from ifdd_jax.predict import discover_sources, read_clip
-
     sources = discover_sources(source_path)
     paths = []
     for source in sources:
@@ -251,8 +251,6 @@ def gradcam_figures(trained: TrainedModel, source_path: str, out_dir: str,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ifdd_jax.predict import load_trained
-
     parser = argparse.ArgumentParser(prog="python -m ifdd_jax.analysis.gradcam",
                                      description="Grad-CAM of Y_S and Y_D over a clip's frames.")
     where = parser.add_mutually_exclusive_group(required=True)
@@ -264,15 +262,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out_dir", default="figures", help="where the PNG files go")
     parser.add_argument("--dpi", type=int, default=None, help="resolution of the PNG files")
     args = parser.parse_args(argv)
-    from ifdd_jax.analysis.figures import run_command
-
-    return run_command(lambda: gradcam_figures(
+    return figures.run_command(lambda: gradcam_figures(
         load_trained(args.workdir, args.checkpoint, args.config), args.input, args.out_dir,
         args.dpi))
 
 
 if __name__ == "__main__":
-    from ifdd_jax import compile_cache
-
     compile_cache.enable()  # a rerun on the same run does not compile the model again
     sys.exit(main())

@@ -17,6 +17,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ifdd_jax import compile_cache
+from ifdd_jax.analysis import figures
+from ifdd_jax.analysis.outputs import split_outputs
+from ifdd_jax.trained_run import load_trained
+
 STATIC_COLOUR, DYNAMIC_COLOUR = "tab:blue", "tab:orange"
 
 
@@ -24,8 +29,6 @@ def plot_indices(static: np.ndarray, dynamic: np.ndarray, labels: np.ndarray,
                  class_names: Sequence[str], path: str, *, num_clips: int = 8,
                  title: str = "", dpi: Optional[int] = None) -> str:
     """static, dynamic [N, t] positions in X's time axis (T_X = 2t frames); labels [N]."""
-    from ifdd_jax.analysis import figures
-
     n, t = static.shape
     x_frames = 2 * t
     shown = min(num_clips, n)
@@ -62,9 +65,6 @@ def plot_indices(static: np.ndarray, dynamic: np.ndarray, labels: np.ndarray,
 
 def indices_figure(workdir: str, path: str, *, split: str = "test", num_clips: int = 8,
                    max_clips: Optional[int] = None, dpi: Optional[int] = None) -> str:
-    from ifdd_jax.analysis.outputs import split_outputs
-    from ifdd_jax.predict import load_trained
-
     trained = load_trained(workdir)
     outputs = split_outputs(trained, workdir, ["static_index", "dynamic_index"], split=split,
                             max_clips=max_clips)
@@ -85,15 +85,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default="figures/issm_indices.png", help="the PNG file")
     parser.add_argument("--dpi", type=int, default=None)
     args = parser.parse_args(argv)
-    from ifdd_jax.analysis.figures import run_command
-
-    return run_command(lambda: indices_figure(
+    return figures.run_command(lambda: indices_figure(
         args.workdir, args.out, split=args.split, num_clips=args.num_clips,
         max_clips=args.max_clips, dpi=args.dpi))
 
 
 if __name__ == "__main__":
-    from ifdd_jax import compile_cache
-
     compile_cache.enable()  # a rerun on the same run does not compile the model again
     sys.exit(main())

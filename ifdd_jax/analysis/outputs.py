@@ -1,7 +1,7 @@
 """A trained model's outputs over a run's evaluation split, plus the input of the last Linear.
 
 `split_outputs` runs the model (eval mode) on every clip of a split as evaluation reads it
-(`evaluate.build_data`, the clip's V views) and returns numpy arrays of the requested outputs,
+(`input_pipeline.build_data`, the clip's V views through `views.apply_views`) and returns numpy arrays of the requested outputs,
 averaged over views where they are features and taken from the first view where they are
 positions (ISSM indices). `head_input` captures the vector the classifier's last Linear reads,
 so a baseline with an MLP head and IFDD are compared at the same place.
@@ -16,7 +16,9 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from ifdd_jax.predict import TrainedModel
+from ifdd_jax import input_pipeline
+from ifdd_jax.trained_run import TrainedModel
+from ifdd_jax.views import apply_views
 
 HEAD_INPUT = "head_input"  # pseudo-output: the input of the head's last Linear ("logits")
 # Outputs that are positions, not features: averaging them over views would mean nothing.
@@ -47,14 +49,13 @@ def apply_with_head_input(model: nn.Module, variables: dict, clips: jax.Array) -
 def _outputs(variables: dict, clips: jax.Array, *, model: nn.Module, keys: tuple) -> dict:
     """clips [B, V, T, S, S, 3] -> {key: [B, ...]} (views averaged, or the first view for
     positions)."""
-    b, v = clips.shape[:2]
-    outputs = apply_with_head_input(model, variables, clips.reshape((b * v,) + clips.shape[2:]))
+    outputs = apply_views(lambda x: apply_with_head_input(model, variables, x), clips)
     result = {}
     for key in keys:
         if key not in outputs:
             raise ValueError(f"{type(model).__name__} has no output {key!r} "
                              f"(it returns {', '.join(sorted(outputs))})")
-        value = outputs[key].reshape((b, v) + outputs[key].shape[1:])
+        value = outputs[key]  # [B, V, ...]
         result[key] = value[:, 0] if key in _POSITIONS else value.mean(axis=1)
     return result
 
@@ -63,9 +64,7 @@ def split_outputs(trained: TrainedModel, workdir: str, keys: Sequence[str], *,
                   split: str = "test", max_clips: Optional[int] = None) -> Dict[str, np.ndarray]:
     """{key: [N, ...]} for the first `max_clips` clips of `split`, plus "label" [N] and
     "clip_id" [N]. `keys` are model outputs or HEAD_INPUT."""
-    from ifdd_jax import evaluate
-
-    data = evaluate.build_data(trained.config, workdir)
+    data = input_pipeline.build_data(trained.config, workdir)
     collected: Dict[str, list] = {key: [] for key in (*keys, "label", "clip_id")}
     total = 0
     for batch in data.make_eval_iter(split):

@@ -15,7 +15,14 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
+from sklearn.manifold import TSNE
+
+from ifdd_jax import compile_cache
+from ifdd_jax.analysis import figures
+from ifdd_jax.analysis.outputs import HEAD_INPUT, split_outputs
+from ifdd_jax.trained_run import load_trained
 
 PERPLEXITY = 50.0
 ITERATIONS = 1000
@@ -24,10 +31,6 @@ ITERATIONS = 1000
 def embed(features: np.ndarray, *, perplexity: float = PERPLEXITY, iterations: int = ITERATIONS,
           seed: int = 0) -> np.ndarray:
     """features [N, D] -> 2-D t-SNE coordinates [N, 2]."""
-    try:
-        from sklearn.manifold import TSNE
-    except ImportError as e:
-        raise ImportError("the t-SNE figure needs scikit-learn: pip install scikit-learn") from e
     n = features.shape[0]
     if n < 3:
         raise ValueError(f"t-SNE needs at least 3 clips, got {n}")
@@ -41,10 +44,6 @@ def embed(features: np.ndarray, *, perplexity: float = PERPLEXITY, iterations: i
 def plot_embeddings(panels: Sequence[tuple], class_names: Sequence[str], path: str,
                     dpi: Optional[int] = None) -> str:
     """panels: (title, coordinates [N, 2], labels [N]) side by side, one colour per class."""
-    import matplotlib.pyplot as plt
-
-    from ifdd_jax.analysis import figures
-
     fig, axes = figures.new_figure(1, len(panels), figsize=(3.6 * len(panels), 3.6),
                                    squeeze=False)
     colours = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
@@ -70,9 +69,6 @@ def tsne_figure(workdirs: Sequence[str], path: str, *, titles: Optional[Sequence
                 split: str = "test", max_clips: Optional[int] = 2000,
                 dpi: Optional[int] = None) -> str:
     """Loads every run, embeds its features and writes the side-by-side figure."""
-    from ifdd_jax.analysis.outputs import HEAD_INPUT, split_outputs
-    from ifdd_jax.predict import load_trained
-
     if titles and len(titles) != len(workdirs):
         raise ValueError(f"{len(titles)} titles for {len(workdirs)} runs")
     panels: List[tuple] = []
@@ -101,9 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default="figures/tsne.png", help="the PNG file")
     parser.add_argument("--dpi", type=int, default=None)
     args = parser.parse_args(argv)
-    from ifdd_jax.analysis.figures import run_command
-
-    return run_command(
+    return figures.run_command(
         lambda: tsne_figure(args.workdirs, args.out, titles=args.titles, split=args.split,
                             max_clips=args.max_clips, dpi=args.dpi),
         errors=(OSError, ValueError, ImportError),
@@ -111,7 +105,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    from ifdd_jax import compile_cache
-
     compile_cache.enable()  # a rerun on the same run does not compile the model again
     sys.exit(main())

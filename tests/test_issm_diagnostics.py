@@ -1,0 +1,102 @@
+"""ISSM/LADM diagnostics (`python -m ifdd_jax.analysis.issm_diagnostics`) on the shared tiny
+checkpoint of tests/test_predict.py: every figure is finite and in range, the attention spread is
+0 over identical clips and positive over clips with different motion, and models without ISSM are
+skipped with a message."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from ifdd_jax.analysis import issm_diagnostics
+from tests.test_predict import tiny_config, tiny_run
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    return tiny_run(tmp_path_factory)
+
+
+def _numbers(value):
+    """Every number in a nested dict/list."""
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _numbers(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _numbers(v)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield value
+
+
+def test_command_writes_finite_figures(run_dir, tmp_path, capsys):
+    out = str(tmp_path / "diag.json")
+    assert issm_diagnostics.main(["--workdir", run_dir, "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert "attention A_S: spread across clips" in printed and f"wrote {out}" in printed
+    d = json.load(open(out))
+    assert d["model"] == "ifdd_2dcnn" and d["split"] == "test" and d["num_clips"] == 12
+    assert d["frames_x"] == 4 and d["slots"] == 2  # 8 input frames -> X has T/2 = 4
+    assert all(math.isfinite(v) for v in _numbers(d))
+    for group in ("static", "dynamic"):
+        a = d["attention"][group]
+        assert a["spread"] >= 0 and 0 <= a["row_entropy"] <= 1 + 1e-9
+        assert a["identity_to_uniform"] == pytest.approx(math.sqrt(3))
+        assert np.allclose(np.sum(a["mean"], axis=1), 1.0, atol=1e-5)  # rows of a softmax
+    i = d["indices"]
+    assert i["min_distance_min"] <= i["min_distance_mean"] <= i["paired_distance_mean"] + 1e-9
+    assert all(0 <= p <= 3 for p in i["static_mean"] + i["dynamic_mean"])
+    f = d["lifting"]
+    assert f["yd_over_xd_norm"] > 0 and -1 <= f["cos_xs_xd_paired"] <= 1
+    assert f["lifting_loss"] >= 0 and f["mode"] == "tc"
+
+
+def _clip(seed: int = 0) -> np.ndarray:
+    """A smooth random image `[32, 32, 3]` in [0, 1] (the unit normalisation of the run)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 1, (8, 8, 3)).astype(np.float32)
+    return np.kron(coarse, np.ones((4, 4, 1), np.float32))
+
+
+def test_attention_spread_is_zero_for_identical_clips_only(run_dir):
+    trained = issm_diagnostics.load_run(run_dir)
+    image = _clip()
+    moving = np.stack([np.roll(image, 2 * t, axis=1) for t in range(8)])  # [8, 32, 32, 3]
+    same = np.repeat(moving[None], 5, axis=0)
+    d = issm_diagnostics.diagnose_clips(trained.model, trained.variables, same)
+    assert d["num_clips"] == 5
+    for group in ("static", "dynamic"):
+        assert d["attention"][group]["spread"] <= 1e-7
+    assert d["attention"]["similarity"]["spread"] <= 1e-6
+    assert d["indices"]["static_std_mean"] <= 1e-6 and d["indices"]["dynamic_std_mean"] <= 1e-6
+
+    # The same face with different motion: still, sliding right, sliding down, flickering,
+    # and a second face sliding left.
+    other = _clip(1)
+    clips = np.stack([
+        np.repeat(image[None], 8, axis=0),
+        moving,
+        np.stack([np.roll(image, 3 * t, axis=0) for t in range(8)]),
+        np.stack([image * (0.3 if t % 2 else 1.0) for t in range(8)]),
+        np.stack([np.roll(other, -2 * t, axis=1) for t in range(8)]),
+    ])
+    d = issm_diagnostics.diagnose_clips(trained.model, trained.variables, clips, batch_size=4)
+    assert d["num_clips"] == 5  # two batches, the second padded
+    for group in ("static", "dynamic"):
+        assert d["attention"][group]["spread"] > 1e-6
+    assert d["attention"]["similarity"]["spread"] > 1e-5
+
+
+def test_models_without_issm_are_skipped(tmp_path, capsys):
+    from ifdd_jax import train
+
+    workdir = str(tmp_path / "baseline")
+    train.write_config(tiny_config(str(tmp_path / "data"), model_name="baseline_mobilenet_v2"),
+                       workdir)  # the config is enough: nothing is restored for a baseline
+    out = str(tmp_path / "skip.json")
+    assert issm_diagnostics.main(["--workdir", workdir, "--out", out]) == 0
+    assert "skipped: " in capsys.readouterr().out
+    assert "baseline_mobilenet_v2 has no ISSM" in json.load(open(out))["skipped"]
+    assert not os.path.exists(os.path.join(workdir, "checkpoints"))

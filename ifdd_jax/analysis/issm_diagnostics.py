@@ -54,23 +54,11 @@ class NoISSMError(ValueError):
     """The run's model has no ISSM: nothing to diagnose."""
 
 
-def _run_tools():
-    """(load_config, load_trained, build_data) from where this tree keeps them: trained_run and
-    input_pipeline, or (before that split) predict and evaluate."""
-    try:
-        from ifdd_jax.trained_run import load_config, load_trained
-    except ImportError:
-        from ifdd_jax.predict import load_config, load_trained
-    try:
-        from ifdd_jax.input_pipeline import build_data
-    except ImportError:
-        from ifdd_jax.evaluate import build_data
-    return load_config, load_trained, build_data
-
-
 def load_run(workdir: str):
     """The run's restored model (a TrainedModel: config, model, variables, checkpoint, step)."""
-    return _run_tools()[1](workdir)
+    from ifdd_jax.trained_run import load_trained
+
+    return load_trained(workdir)
 
 
 def has_issm(model) -> bool:
@@ -168,7 +156,9 @@ def measure_split(trained, workdir: str, *, split: str = "test",
                   max_clips: Optional[int] = None) -> Dict[str, np.ndarray]:
     """Per-clip measures over `split` as evaluation reads it (first view of each clip), plus
     "label" `[N]`."""
-    data = _run_tools()[2](trained.config, workdir)
+    from ifdd_jax.input_pipeline import build_data
+
+    data = build_data(trained.config, workdir)
     lift = _lift_mode(trained.config)
     parts: Dict[str, list] = {}
     total = 0
@@ -265,7 +255,8 @@ def diagnose_run(workdir: str, *, split: str = "test", max_clips: Optional[int] 
     """The figures of a trained run over `split`, with what was measured where."""
     from ifdd_jax.models import build_model
 
-    load_config, load_trained, _ = _run_tools()
+    from ifdd_jax.trained_run import load_config, load_trained
+
     config = load_config(workdir)
     # Checked on the config before anything is restored: the baselines have nothing to measure.
     if not has_issm(build_model(config)):

@@ -14,7 +14,33 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from data_pipeline.configs import get_data_config
 from ifdd_jax import compile_cache
+
+# Paper rows (Tables 1, 9, 10, 11) as overrides of a config: keys of "model" go to config.model,
+# of "loss" to config.loss, so a table row is `model=ifdd_2dcnn` plus one entry (`ablation=`).
+ABLATIONS: dict[str, dict] = {
+    "issm_fixed_even_odd": dict(model=dict(issm="even_odd")),  # = "LADM only"
+    "issm_entire": dict(model=dict(issm="entire")),  # ISSM†
+    "issm_weighting": dict(model=dict(issm="weighting")),  # ISSM‡
+    "issm_init_midpoint": dict(model=dict(issm_init="midpoint")),
+    "issm_range_quarter": dict(model=dict(issm_range="T/4")),  # Table 9's ±T/4 (the released L)
+    "ladm_predictor_first": dict(model=dict(ladm="predictor_first")),
+    "ladm_cnn": dict(model=dict(ladm="cnn")),
+    "ladm_no_mutual": dict(model=dict(ladm="no_mutual")),
+    "ladm_none": dict(model=dict(ladm="none")),  # = "ISSM only"
+    "lift_loss_thwc": dict(loss=dict(lift="thwc")),
+    "lift_loss_off": dict(loss=dict(lift="off")),
+}
+
+# The config.model fields that base_config leaves None because their default depends on the
+# network's trunk family (and, given per flavor, on the flavor): C_S of X (`features`) and D_c of
+# ISSM's Eq. 1 (`channel_compression`, the paper's 1 for 2DCNN and 4 for 3DViT). The model
+# constructors read these fields through `model_setting`.
+TRUNK_DEFAULTS: dict[str, dict] = {
+    "mobilenet_v2": dict(features=64, channel_compression=1),
+    "mvit": dict(features=dict(paper=384, reference=768), channel_compression=4),
+}
 
 # Arguments every dataset config accepts after the colon, with their defaults.
 MODEL_ARGS = dict(
@@ -80,8 +106,6 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
     Fields left as typed placeholders (None) take the flavor's default when they are used. The
     input size is `config.data.num_frames` × `config.data.image_size`².
     """
-    from data_pipeline.configs import get_data_config  # light: ml_collections only
-
     config = ml_collections.ConfigDict()
     config.model_name = "ifdd_2dcnn"
     config.flavor = "paper"  # "paper" follows the equations; "reference" the released code
@@ -135,10 +159,10 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
     config.model.ladm_heads = config_dict.placeholder(int)  # None -> 1 (paper) or 8 (reference)
     config.model.drop_path = 0.2  # whole-sample stochastic depth in the reference LADM
     config.model.head_dropout = 0.5
-    config.model.features = config_dict.placeholder(int)  # C_S of X; None -> the model's default
+    config.model.features = config_dict.placeholder(int)  # C_S of X; None -> TRUNK_DEFAULTS
     config.model.width_multiplier = 1.0  # MobileNetV2 trunks' α (the paper uses 1.0)
     config.model.similarity_dim = 128  # d_T of ISSM's Eq. 1 (paper flavor)
-    config.model.channel_compression = config_dict.placeholder(int)  # D_c; None -> model default
+    config.model.channel_compression = config_dict.placeholder(int)  # D_c; None -> TRUNK_DEFAULTS
 
     config.loss = ml_collections.ConfigDict()
     config.loss.lift = "tc"  # tc | thwc | off
@@ -147,6 +171,15 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
     config.loss.lift_reduction = config_dict.placeholder(str)  # over the batch: mean | sum
     config.best_metric = config_dict.placeholder(str)  # checkpoint criterion: uar (paper) | war
     return config
+
+
+def model_setting(config: ml_collections.ConfigDict, key: str, trunk: str) -> Any:
+    """config.model[key], or when it is None the default of the `trunk` family (TRUNK_DEFAULTS)."""
+    value = config.model[key]
+    if value is not None:
+        return value
+    default = TRUNK_DEFAULTS[trunk][key]
+    return default[config.flavor] if isinstance(default, dict) else default
 
 
 def finalize_dataset(config: ml_collections.ConfigDict, *, num_frames: int, image_size: int,
@@ -159,8 +192,6 @@ def finalize_dataset(config: ml_collections.ConfigDict, *, num_frames: int, imag
 
 def apply_model_args(config: ml_collections.ConfigDict, args: ml_collections.ConfigDict) -> None:
     """Applies the MODEL_ARGS values of `args` (empty strings mean "keep the default")."""
-    from ifdd_jax.models.registry import ABLATIONS  # local: keeps config files light to import
-
     config.model_name = args.model
     config.flavor = args.flavor
     if args.ablation:

@@ -7,7 +7,7 @@ import pytest
 
 from ifdd_jax import config_lib
 from ifdd_jax.config_lib import load_config_file
-from ifdd_jax.models import ABLATIONS
+from ifdd_jax.config_lib import ABLATIONS
 
 
 def test_dfew_defaults_and_arguments():

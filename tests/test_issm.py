@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ifdd_jax.config_lib import base_config
+from ifdd_jax.models import builders
 from ifdd_jax.models.issm import (
-    ISSM,
     initial_indices,
     interpolate_frames,
     reference_positions,
@@ -14,6 +15,12 @@ from ifdd_jax.models.issm import (
 )
 
 T, H, W, C = 8, 3, 3, 6
+CONFIG = base_config("synthetic")  # the defaults of every ISSM field not given
+
+
+def _issm(**fields):
+    """An ISSM with the config's defaults (IFDD-2DCNN's D_c) and `fields` replacing them."""
+    return builders.issm(CONFIG, "mobilenet_v2", **fields)
 
 
 def _x(seed=0, b=2, t=T):
@@ -90,7 +97,7 @@ def test_index_range_resolution():
 
 def test_paper_zero_offsets_reproduce_even_odd_frames():
     x = _x()
-    module = ISSM(flavor="paper")
+    module = _issm(flavor="paper")
     variables = _zero_offsets(_init(module, x))
     out = module.apply(variables, x)
     np.testing.assert_array_equal(out["static"], x[:, 0::2])
@@ -101,7 +108,7 @@ def test_paper_zero_offsets_reproduce_even_odd_frames():
 
 def test_reference_zero_offsets_read_quirk_positions():
     x = _x()
-    module = ISSM(flavor="reference")
+    module = _issm(flavor="reference")
     variables = _init(module, x)
     # The released offset Linears have no bias; time_project exists but is unused.
     assert "bias" not in variables["params"]["static_offset"]
@@ -130,7 +137,7 @@ def test_paper_descriptor_has_a_bias_per_frame():
     """Eq. 1: Z = LN(W_T vec(Conv(Pool(X))) + b_T) with b_T ∈ R^{T×d_T}: W_T is shared by the
     frames, the bias has one row per frame."""
     x = _x()
-    module = ISSM(flavor="paper", similarity_dim=16)
+    module = _issm(flavor="paper", similarity_dim=16)
     variables = _init(module, x)
     p = variables["params"]
     assert p["descriptor_bias"].shape == (T, 16)
@@ -167,7 +174,7 @@ def test_descriptor_conv_uses_pytorch_default_init(flavor):
     flavor's 3×3 conv takes the same default."""
     c = 64
     x = jax.random.normal(jax.random.key(0), (1, T, 4, 4, c))
-    params = _init(ISSM(flavor=flavor), x)["params"]
+    params = _init(_issm(flavor=flavor), x)["params"]
     name, fan_in = ("dim_project", c) if flavor == "reference" else ("descriptor_conv", 9 * c)
     bound = 1.0 / np.sqrt(fan_in)
     kernel, bias = np.asarray(params[name]["kernel"]), np.asarray(params[name]["bias"])
@@ -178,7 +185,7 @@ def test_descriptor_conv_uses_pytorch_default_init(flavor):
 
 def test_midpoint_init_with_zero_offsets_averages_pairs():
     x = _x()
-    module = ISSM(flavor="paper", init_index="midpoint")
+    module = _issm(flavor="paper", init_index="midpoint")
     out = module.apply(_zero_offsets(_init(module, x)), x)
     pairs = 0.5 * (x[:, 0::2] + x[:, 1::2])
     np.testing.assert_allclose(out["static"], pairs, rtol=1e-5, atol=1e-6)
@@ -186,10 +193,10 @@ def test_midpoint_init_with_zero_offsets_averages_pairs():
 
 
 @pytest.mark.parametrize("flavor", ["paper", "reference"])
-@pytest.mark.parametrize("split", ["issm", "entire", "weighting"])
-def test_indices_stay_in_range_and_within_L(flavor, split):
+@pytest.mark.parametrize("variant", ["issm", "entire", "weighting"])
+def test_indices_stay_in_range_and_within_L(flavor, variant):
     x = 5.0 * _x(seed=7)
-    module = ISSM(split=split, flavor=flavor, index_range="T/4")
+    module = _issm(variant=variant, flavor=flavor, index_range="T/4")
     variables = _init(module, x)
     # Blow the offset weights up so tanh saturates: indices must still stay in [0, T-1].
     big = jax.tree.map(lambda v: 1000.0 * v, variables)
@@ -199,7 +206,7 @@ def test_indices_stay_in_range_and_within_L(flavor, split):
             idx = np.asarray(out[key])
             assert idx.shape == (2, T // 2)
             assert np.all(idx >= 0.0) and np.all(idx <= T - 1.0), (key, idx)
-        if split != "weighting" and flavor == "paper":
+        if variant != "weighting" and flavor == "paper":
             # |ΔI| < L = T/4 = 2 around the even / odd starting points.
             assert np.all(np.abs(out["static_index"] - np.arange(0, T, 2)) <= 2.0 + 1e-5)
             assert np.all(np.abs(out["dynamic_index"] - np.arange(1, T, 2)) <= 2.0 + 1e-5)
@@ -208,12 +215,12 @@ def test_indices_stay_in_range_and_within_L(flavor, split):
 
 @pytest.mark.parametrize("flavor", ["paper", "reference"])
 @pytest.mark.parametrize(
-    "split,param_name",
+    "variant,param_name",
     [("issm", "static_offset"), ("entire", "index_mlp_out"), ("weighting", "static_weighting")],
 )
-def test_gradients_reach_the_index_parameters(flavor, split, param_name):
+def test_gradients_reach_the_index_parameters(flavor, variant, param_name):
     x = _x(seed=11)
-    module = ISSM(split=split, flavor=flavor)
+    module = _issm(variant=variant, flavor=flavor)
     variables = _init(module, x)
     probe_s = jax.random.normal(jax.random.key(12), (2, T // 2, H, W, C))
     probe_d = jax.random.normal(jax.random.key(13), (2, T // 2, H, W, C))
@@ -230,7 +237,7 @@ def test_gradients_reach_the_index_parameters(flavor, split, param_name):
 
 def test_even_odd_split_has_no_parameters():
     x = _x()
-    module = ISSM(split="even_odd")
+    module = _issm(variant="even_odd")
     variables = _init(module, x)
     assert not variables.get("params")
     out = module.apply(variables, x)
@@ -240,18 +247,18 @@ def test_even_odd_split_has_no_parameters():
 
 def test_weighting_is_a_convex_combination_of_frames():
     x = jnp.broadcast_to(jax.random.normal(jax.random.key(5), (2, 1, H, W, C)), (2, T, H, W, C))
-    module = ISSM(split="weighting")
+    module = _issm(variant="weighting")
     out = module.apply(_init(module, x), x)
     # Every frame is the same, so any convex combination over time returns that frame.
     np.testing.assert_allclose(out["static"], x[:, : T // 2], rtol=1e-5, atol=1e-5)
 
 
 def test_bad_inputs_raise_clear_errors():
-    with pytest.raises(ValueError, match="split must be one of"):
-        ISSM(split="nope").init(jax.random.key(0), _x())
+    with pytest.raises(ValueError, match="variant must be one of"):
+        _issm(variant="nope").init(jax.random.key(0), _x())
     with pytest.raises(ValueError, match="flavor must be one of"):
-        ISSM(flavor="pytorch").init(jax.random.key(0), _x())
+        _issm(flavor="pytorch").init(jax.random.key(0), _x())
     with pytest.raises(ValueError, match=r"X \[B, T, H, W, C\]"):
-        ISSM().init(jax.random.key(0), jnp.zeros((2, T, C)))
+        _issm().init(jax.random.key(0), jnp.zeros((2, T, C)))
     with pytest.raises(ValueError, match="even number of frames"):
-        ISSM().init(jax.random.key(0), _x(t=5))
+        _issm().init(jax.random.key(0), _x(t=5))

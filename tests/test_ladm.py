@@ -7,9 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifdd_jax.models.ladm import LADM
+from ifdd_jax.config_lib import base_config
+from ifdd_jax.models import builders
 
 B, TT, H, W, C = 2, 2, 2, 2, 8  # N = TT·H·W = 8 tokens per group
+CONFIG = base_config("synthetic")  # the defaults of every LADM field not given
+
+
+def _ladm(**fields):
+    """An LADM with the config's defaults and `fields` replacing them."""
+    return builders.ladm(CONFIG, **fields)
 
 
 def _groups(seed=0, b=B):
@@ -103,7 +110,7 @@ def test_paper_lifting_hand_built():
     operator returns GELU of the mean context token."""
     xs = jnp.array([[1.0, 0.0], [0.0, 1.0]]).reshape(1, 1, 1, 2, 2)
     xd = jnp.array([[2.0, 0.0], [0.0, 4.0]]).reshape(1, 1, 1, 2, 2)
-    module = LADM(flavor="paper")
+    module = _ladm(flavor="paper")
     init_params = module.init(jax.random.key(0), xs, xd)["params"]
     eye = jnp.eye(2)
     op = dict(  # Eq. 6: W_Q, W_K, W_V without bias
@@ -132,7 +139,7 @@ def test_paper_lifting_hand_built():
 @pytest.mark.parametrize("variant", ["lifting", "predictor_first", "no_mutual", "none"])
 def test_matches_numpy_transcription(flavor, variant):
     xs, xd = _groups(seed=1)
-    module = LADM(variant=variant, flavor=flavor, num_heads=2 if flavor == "reference" else None)
+    module = _ladm(variant=variant, flavor=flavor, num_heads=2 if flavor == "reference" else None)
     params = module.init(jax.random.key(2), xs, xd)["params"]
     out = module.apply({"params": params}, xs, xd, train=False)
     heads = 2 if flavor == "reference" else 1
@@ -144,9 +151,9 @@ def test_matches_numpy_transcription(flavor, variant):
 
 def test_paper_flavor_has_no_norms_and_reference_has_the_released_layers():
     xs, xd = _groups()
-    paper = LADM(flavor="paper").init(jax.random.key(0), xs, xd)["params"]
+    paper = _ladm(flavor="paper").init(jax.random.key(0), xs, xd)["params"]
     assert set(paper) == {"updater", "predictor", "project_compress"}
-    ref = LADM(flavor="reference").init(jax.random.key(0), xs, xd)["params"]
+    ref = _ladm(flavor="reference").init(jax.random.key(0), xs, xd)["params"]
     assert set(ref) == {
         "positions", "static_norm", "dynamic_norm", "updater", "predictor", "refiner",
         "project_compress",
@@ -158,8 +165,8 @@ def test_paper_flavor_has_no_norms_and_reference_has_the_released_layers():
 def test_paper_qkv_projections_have_no_bias():
     """Eq. 6: Q = X W_Q, K = X W_K, V = X W_V, no bias terms; the released q/kv Linears have one."""
     xs, xd = _groups()
-    paper = LADM(flavor="paper").init(jax.random.key(0), xs, xd)["params"]
-    ref = LADM(flavor="reference").init(jax.random.key(0), xs, xd)["params"]
+    paper = _ladm(flavor="paper").init(jax.random.key(0), xs, xd)["params"]
+    ref = _ladm(flavor="reference").init(jax.random.key(0), xs, xd)["params"]
     for op in ("updater", "predictor"):
         assert set(paper[op]["q"]) == set(paper[op]["kv"]) == {"kernel"}
         assert set(paper[op]["project"]) == {"kernel", "bias"}  # the MLP's FC keeps its bias
@@ -174,7 +181,7 @@ def test_linears_use_pytorch_default_init(flavor):
     bias U(±1/sqrt(fan_in)). A uniform U(±b) has standard deviation b / sqrt(3)."""
     c, tt, hw = 96, 2, 4  # 8 tokens per group
     xs = jax.random.normal(jax.random.key(0), (1, tt, hw, 1, c))
-    params = LADM(flavor=flavor).init(jax.random.key(1), xs, xs)["params"]
+    params = _ladm(flavor=flavor).init(jax.random.key(1), xs, xs)["params"]
     n = tt * hw
     linears = {  # module path -> fan_in (in_features of the PyTorch Linear)
         "updater/q": c, "updater/kv": c, "updater/project": c,
@@ -221,7 +228,7 @@ def test_paper_no_mutual_predicts_from_x_s_not_y_s():
         project=dict(kernel=eye, bias=jnp.zeros(2)),
     )
     params = dict(updater=op, predictor=op, project_compress=jnp.array([[1.0], [0.0]]))
-    out = LADM(variant="no_mutual", flavor="paper").apply({"params": params}, xs, xd)
+    out = _ladm(variant="no_mutual", flavor="paper").apply({"params": params}, xs, xd)
 
     g = lambda v: 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0)))  # noqa: E731
     x_s = np.array([[1.0, 0.0], [0.0, 1.0]])
@@ -239,7 +246,7 @@ def test_paper_no_mutual_predicts_from_x_s_not_y_s():
 
 def test_cnn_lifting_runs_with_batch_norm():
     xs, xd = _groups()
-    module = LADM(variant="cnn", flavor="paper")
+    module = _ladm(variant="cnn", flavor="paper")
     variables = module.init(jax.random.key(0), xs, xd)
     assert set(variables["params"]["updater"]) == {"conv0", "bn0", "conv1", "bn1"}
     out, updates = module.apply(variables, xs, xd, train=True, mutable=["batch_stats"])
@@ -251,7 +258,7 @@ def test_cnn_lifting_runs_with_batch_norm():
 
 def test_reference_stochastic_depth_drops_whole_samples_in_training_only():
     xs, xd = _groups(seed=3, b=32)
-    module = LADM(flavor="reference", num_heads=2, drop_path=0.5)
+    module = _ladm(flavor="reference", num_heads=2, drop_path=0.5)
     variables = module.init(jax.random.key(0), xs, xd)
     out = module.apply(variables, xs, xd, train=True, rngs={"dropout": jax.random.key(9)})
     zero = np.all(np.asarray(out["feature"]) == 0.0, axis=-1)
@@ -263,8 +270,8 @@ def test_reference_stochastic_depth_drops_whole_samples_in_training_only():
 def test_bad_inputs_raise_clear_errors():
     xs, xd = _groups()
     with pytest.raises(ValueError, match="variant must be one of"):
-        LADM(variant="wavelet").init(jax.random.key(0), xs, xd)
+        _ladm(variant="wavelet").init(jax.random.key(0), xs, xd)
     with pytest.raises(ValueError, match="of one shape"):
-        LADM().init(jax.random.key(0), xs, xd[:, :1])
+        _ladm().init(jax.random.key(0), xs, xd[:, :1])
     with pytest.raises(ValueError, match="not divisible by num_heads"):
-        LADM(num_heads=3).init(jax.random.key(0), xs, xd)
+        _ladm(num_heads=3).init(jax.random.key(0), xs, xd)

@@ -7,8 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from ifdd_jax.config_lib import load_config_file
-from ifdd_jax.models import ABLATIONS, MODELS, build_model
+from ifdd_jax.config_lib import ABLATIONS, load_config_file
+from ifdd_jax.models import MODELS, build_model
 from ifdd_jax.models.losses import ifdd_loss
 from ifdd_jax.models.mobilenet_v2 import IFDD2DTrunk, InvertedResidual
 from ifdd_jax.models.pyramid import PyramidAggregation
@@ -128,7 +128,7 @@ def test_ablations_take_a_gradient_step(ablation):
 
 
 def test_ifdd_2dcnn_trunk_pyramid_geometry():
-    trunk = IFDD2DTrunk()
+    trunk = IFDD2DTrunk(width_multiplier=1.0)
     clips = jax.ShapeDtypeStruct((1, 16, 224, 224, 3), jnp.float32)
     variables = jax.eval_shape(lambda x: trunk.init(RNGS, x, train=False), clips)
     levels = jax.eval_shape(lambda v, x: trunk.apply(v, x, train=False), variables, clips)

@@ -20,6 +20,11 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
+from ifdd_jax.analysis import figures
+from ifdd_jax.config_lib import ABLATIONS, load_config_file
+from ifdd_jax.models.registry import MODELS
+from ifdd_jax.tools.model_summary import PAPER_COSTS, model_cost
+
 ABLATION_BASE = "ifdd_2dcnn"
 
 
@@ -34,8 +39,6 @@ class Row:
 
 
 def _config(spec: str, args: str, num_frames: Optional[int], image_size: Optional[int]):
-    from ifdd_jax.config_lib import load_config_file
-
     base, _, given = spec.partition(":")
     config = load_config_file(f"{base}:{','.join(a for a in (given, args) if a)}")
     if num_frames:
@@ -50,9 +53,6 @@ def efficiency_rows(spec: str = "configs/dfew.py", *, num_frames: Optional[int] 
                     ablations: Optional[Sequence[str]] = None) -> List[Row]:
     """One row per registered model (default: all of `MODELS`) and per ablation (default: all of
     `ABLATIONS`), measured at the input size of the config `spec`."""
-    from ifdd_jax.models.registry import ABLATIONS, MODELS
-    from ifdd_jax.tools.model_summary import PAPER_COSTS, model_cost
-
     models = list(MODELS) if models is None else list(models)
     ablations = list(ABLATIONS) if ablations is None else list(ablations)
     jobs = [(name, f"model={name}", name) for name in models]
@@ -98,8 +98,6 @@ def write_csv(rows: Sequence[Row], path: str) -> None:
 
 def plot_table(rows: Sequence[Row], input_text: str, path: str, dpi: Optional[int] = None) -> str:
     """The table as a figure (matplotlib's table), paper rows shaded."""
-    from ifdd_jax.analysis import figures
-
     fig, ax = figures.new_figure(figsize=(7.5, 0.28 * len(rows) + 0.9))
     ax.axis("off")
     labels = ["model", "params\n(M)", "GFLOPs", "paper\nparams (M)", "paper\nGFLOPs"]
@@ -155,8 +153,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default="figures/efficiency.png", help="the PNG file")
     parser.add_argument("--dpi", type=int, default=None)
     args = parser.parse_args(argv)
-    from ifdd_jax.analysis.figures import run_command
-
     def write() -> str:
         _, markdown = efficiency_table(args.config, args.out, num_frames=args.num_frames,
                                        image_size=args.image_size, models=args.models,
@@ -164,7 +160,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(markdown)
         return args.out
 
-    return run_command(write)
+    return figures.run_command(write)
 
 
 if __name__ == "__main__":

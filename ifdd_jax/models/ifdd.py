@@ -28,7 +28,7 @@ class ClassifierHead(nn.Module):
     `[B, C]` -> `[B, classes]`. The last Linear is trunc-normal(0.01) with zero bias, as released."""
 
     num_classes: int
-    dropout: float = 0.5
+    dropout: float
     hidden: Optional[int] = None
 
     @nn.compact
@@ -53,7 +53,7 @@ class IFDD(nn.Module):
     issm: nn.Module
     ladm: nn.Module
     num_classes: int
-    head_dropout: float = 0.5
+    head_dropout: float  # config.model.head_dropout
 
     @nn.compact
     def __call__(self, clips: jax.Array, *, train: bool = False) -> dict:
@@ -81,8 +81,8 @@ class Baseline(nn.Module):
 
     trunk: nn.Module
     num_classes: int
-    head_hidden: Optional[int] = None
-    head_dropout: float = 0.5
+    head_dropout: float  # config.model.head_dropout
+    head_hidden: Optional[int] = None  # an MLP head's hidden width; None: Dropout -> Linear
 
     @nn.compact
     def __call__(self, clips: jax.Array, *, train: bool = False) -> dict:

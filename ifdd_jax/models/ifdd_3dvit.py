@@ -62,6 +62,8 @@ from typing import Optional, Tuple
 import flax.linen as nn
 import ml_collections
 
+from ifdd_jax.config_lib import model_setting
+from ifdd_jax.models import builders
 from ifdd_jax.models.ifdd import IFDD, Baseline
 from ifdd_jax.models.mvit import MViT, Triple, mvit_v2_xs_blocks
 from ifdd_jax.models.pyramid import PyramidAggregation
@@ -70,8 +72,7 @@ from ifdd_jax.models.pyramid import PyramidAggregation
 REFERENCE_STAGES: Tuple[int, ...] = (2, 3)
 PAPER_STAGES: Tuple[int, ...] = (0, 1, 2)
 PAPER_NUM_BLOCKS = 8  # stages 0-2 of the 10-block backbone: depths [1, 2, 5]
-DEFAULT_FEATURES = {"reference": 768, "paper": 384}  # C_S of X
-DEFAULT_CHANNEL_COMPRESSION = 4  # D_c of ISSM's Eq. 1 for 3DViT (the paper)
+TRUNK = "mvit"  # the trunk family of config_lib.TRUNK_DEFAULTS (C_S 384 paper / 768 reference, D_c 4)
 TRUNK_DROP_PATH = 0.2  # the released backbone's stochastic depth
 
 
@@ -122,9 +123,6 @@ def mvit_trunk(
 
 def ifdd_3dvit(config: ml_collections.ConfigDict) -> nn.Module:
     """IFDD-3DViT: MViTv2 trunk -> pyramid -> ISSM -> LADM -> head (see the module docstring)."""
-    # The registry's ISSM/LADM builders; imported here because the registry imports this module.
-    from ifdd_jax.models.registry import _get, _issm, _ladm
-
     reference = config.flavor == "reference"
     if reference:
         trunk = mvit_trunk(config, stages=REFERENCE_STAGES, released_time_embedding=True)
@@ -132,30 +130,23 @@ def ifdd_3dvit(config: ml_collections.ConfigDict) -> nn.Module:
         trunk = mvit_trunk(
             config, stages=PAPER_STAGES, num_blocks=PAPER_NUM_BLOCKS, class_token=False
         )
-    m = config.model
     return IFDD(
         trunk=trunk,
         pyramid=PyramidAggregation(
-            features=_get(m, "features", DEFAULT_FEATURES[config.flavor]),
+            features=model_setting(config, "features", TRUNK),
             pass_through_last=reference,
         ),
-        issm=_issm(
-            config,
-            channel_compression=_get(m, "channel_compression", DEFAULT_CHANNEL_COMPRESSION),
-        ),
-        ladm=_ladm(config),
+        issm=builders.issm(config, TRUNK),
+        ladm=builders.ladm(config),
         num_classes=config.num_classes,
-        head_dropout=_get(m, "head_dropout", 0.5),
+        head_dropout=config.model.head_dropout,
     )
 
 
 def baseline_mvit(config: ml_collections.ConfigDict) -> nn.Module:
     """The vanilla 10-block MViT: mean of the final tokens -> Dropout -> Linear."""
-    from ifdd_jax.models.registry import _get
-
     return Baseline(
         trunk=mvit_trunk(config, stages=(3,)),
         num_classes=config.num_classes,
-        head_hidden=None,
-        head_dropout=_get(config.model, "head_dropout", 0.5),
+        head_dropout=config.model.head_dropout,
     )

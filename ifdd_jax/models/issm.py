@@ -11,7 +11,7 @@ X_D, each `[B, T/2, H, W, C]`, at content-aware fractional frame indices:
    the offsets through the interpolation weights. (The paper's Eq. 4 as printed gives 0 at
    integer I and writes I_F for I_D; this is the intended form.)
 
-`split` selects the variant of the ablations:
+`variant` selects the variant of the ablations (config.model.issm):
   * "even_odd": X_S = X[0::2], X_D = X[1::2], nothing learned;
   * "issm": the module above (default);
   * "entire" (ISSM†): a learned global token attends over all T·H·W tokens and an MLP gives the
@@ -66,7 +66,7 @@ from ifdd_jax.models.layers import (
     trunc_normal_init,
 )
 
-SPLITS = ("even_odd", "issm", "entire", "weighting")
+VARIANTS = ("even_odd", "issm", "entire", "weighting")
 INITS = ("even_odd", "midpoint")
 
 
@@ -174,13 +174,14 @@ class ISSM(nn.Module):
     `similarity` (`[B, T, T]`, the scaled S of Eq. 2).
     """
 
-    split: str = "issm"
-    flavor: str = "paper"
-    init_index: str = "even_odd"  # initial indices: "even_odd" | "midpoint"
+    # The fields without a default are config.model's (ifdd_jax/config_lib.py documents each).
+    variant: str  # VARIANTS
+    flavor: str
+    init_index: str  # initial indices: "even_odd" | "midpoint"
     # L: None -> T/2 (paper) or 2 (reference); a number of frames; or "T/k" (T = frames of X).
-    index_range: Optional[Union[float, str]] = None
-    similarity_dim: int = 128  # d_T of Eq. 1 (paper flavor)
-    channel_compression: int = 1  # D_c of Eq. 1 (paper flavor)
+    index_range: Optional[Union[float, str]]
+    similarity_dim: int  # d_T of Eq. 1 (paper flavor)
+    channel_compression: int  # D_c of Eq. 1 (paper flavor)
     reference_pool_size: int = 7  # the released `down_size`
     reference_channels: int = 7  # the released 1×1 conv's output channels
 
@@ -253,15 +254,15 @@ class ISSM(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool = False) -> dict:
         del train  # ISSM has no train-time randomness; kept for a uniform module signature.
         check_flavor(self.flavor)
-        if self.split not in SPLITS:
-            raise ValueError(f"ISSM split must be one of {SPLITS}, got {self.split!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"ISSM variant must be one of {VARIANTS}, got {self.variant!r}")
         if x.ndim != 5:
             raise ValueError(f"ISSM expects X [B, T, H, W, C], got shape {x.shape}")
         b, t = x.shape[:2]
         static0, dynamic0 = initial_indices(t, self.init_index)
         half = t // 2
 
-        if self.split == "even_odd":
+        if self.variant == "even_odd":
             static_index = jnp.broadcast_to(jnp.asarray(np.arange(0, t, 2), jnp.float32), (b, half))
             return dict(
                 static=x[:, 0::2],
@@ -272,7 +273,7 @@ class ISSM(nn.Module):
 
         limit = self._range(t)
         out: dict = {}
-        if self.split == "entire":
+        if self.variant == "entire":
             tokens = x.reshape(b, -1, x.shape[-1])
             c = tokens.shape[-1]
             global_token = self.param("global_token", trunc_normal_init(0.02), (1, 1, c))
@@ -287,7 +288,7 @@ class ISSM(nn.Module):
         else:
             s, a_static, a_dynamic = self._similarity(x)
             out["similarity"] = s
-            if self.split == "weighting":
+            if self.variant == "weighting":
                 return out | self._weighting(x, a_static, a_dynamic)
             static_offset = self._offset(a_static, half, limit, "static_offset")
             dynamic_offset = self._offset(a_dynamic, half, limit, "dynamic_offset")

@@ -150,10 +150,11 @@ class LADM(nn.Module):
     applies) as `[B, t, H, W, C]`, and `feature`, the classification vector `[B, C]`.
     """
 
-    variant: str = "lifting"
-    flavor: str = "paper"
-    num_heads: Optional[int] = None  # None -> 1 (paper) or 8 (reference)
-    drop_path: float = 0.2  # whole-sample stochastic depth of the reference refinement
+    # config.model's fields (ifdd_jax/config_lib.py documents each).
+    variant: str  # VARIANTS
+    flavor: str
+    num_heads: Optional[int]  # None -> 1 (paper) or 8 (reference)
+    drop_path: float  # whole-sample stochastic depth of the reference refinement
 
     @nn.compact
     def __call__(self, static: jax.Array, dynamic: jax.Array, *, train: bool = False) -> dict:

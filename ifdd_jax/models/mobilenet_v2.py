@@ -234,10 +234,10 @@ class IFDD2DTrunk(nn.Module):
     (56², 28², 14² at 224 px).
     """
 
+    width_multiplier: float  # α (config.model.width_multiplier): scales the stem and group widths
     stem_features: int = 32
     groups: Sequence[Tuple[int, int, int, int]] = IFDD_2DCNN_GROUPS
     pyramid_groups: Sequence[int] = IFDD_2DCNN_PYRAMID_GROUPS
-    width_multiplier: float = 1.0  # α: scales the stem and group widths (1.0 in the paper)
 
     @nn.compact
     def __call__(self, clips: jax.Array, *, train: bool) -> list[jax.Array]:
@@ -268,8 +268,8 @@ class MobileNetV2FrameTrunk(nn.Module):
     (a one-element list, the same contract as the IFDD trunks).
     """
 
+    width_multiplier: float  # α (config.model.width_multiplier)
     groups: Sequence[Tuple[int, int, int, int]] = BASELINE_GROUPS
-    width_multiplier: float = 1.0
 
     @nn.compact
     def __call__(self, clips: jax.Array, *, train: bool) -> list[jax.Array]:

@@ -199,6 +199,7 @@ def host0_first(prepare: Callable[[], Any], process_index: int, process_count: i
   return prepare()
 
 
+# long: the tf.data graph as short closures over the run's settings (train, batch, eval, meta)
 def build_datasets(data_config: ml_collections.ConfigDict, *, global_batch_size: int,
                    eval_batch_size: int, seed: int, process_index: int = 0,
                    process_count: int = 1,

@@ -122,6 +122,7 @@ def _blend(img, alpha, colour):
   return img * (1 - alpha) + alpha * colour
 
 
+# long: one frame-by-frame drawing script (face, motion, talking, blinks, the event) in order
 def render_clip(rng: np.random.Generator, label: int, opts: SyntheticOptions) -> tuple[np.ndarray, int]:
   """Draws one clip. Returns (uint8 [F, P, P, 3] frames, first frame of the expression event)."""
   f_count, p = opts.num_frames, opts.size

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+import jax
+
 DEFAULT_DIR = "~/.cache/ifdd_jax/xla"
 
 
@@ -13,8 +15,6 @@ def enable(path: str = DEFAULT_DIR) -> str:
     """Points JAX's persistent compilation cache at `path` (unless JAX_COMPILATION_CACHE_DIR is
     set, which wins, or `path` is empty: off) and caches every compilation that takes over a
     second. Must run before the first compilation. Returns the folder in use ("" when off)."""
-    import jax
-
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return os.environ["JAX_COMPILATION_CACHE_DIR"]
     if not path:

@@ -9,6 +9,7 @@ deviation, and the paper's per-fold numbers beside them where the paper reports 
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
@@ -87,8 +88,6 @@ def fold_table(runs: list) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdirs", nargs="*", default=[], help="run directories")
     parser.add_argument("--pattern", default=None, help="glob of run directories")

@@ -10,8 +10,13 @@ from __future__ import annotations
 import logging as logging_std
 import sys
 
+import jax
+import tensorflow as tf
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from ifdd_jax import compile_cache, evaluate, train
+from ifdd_jax.checkpointing import CheckpointMismatchError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -40,8 +45,6 @@ class _QuietLibraries(logging_std.Filter):
 
 
 def _init_distributed() -> None:
-    import jax
-
     if FLAGS.coordinator_address or FLAGS.num_processes:
         jax.distributed.initialize(
             coordinator_address=FLAGS.coordinator_address,
@@ -60,16 +63,8 @@ def main(argv) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.get_absl_handler().addFilter(_QuietLibraries())
     # TensorFlow only feeds data: keep it off the GPUs (its GPU build next to JAX breaks NCCL).
-    import tensorflow as tf
-
     tf.config.set_visible_devices([], "GPU")
     _init_distributed()
-
-    import jax
-
-    from ifdd_jax import compile_cache, evaluate, train
-    from ifdd_jax.checkpointing import CheckpointMismatchError
-
     logging.info("JAX process %d of %d, %d local / %d global devices (%s).", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count(),
                  jax.devices()[0].platform)

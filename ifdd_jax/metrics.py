@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from clu import metrics as clu_metrics
+from matplotlib.figure import Figure
+from PIL import Image
 
 
 @flax.struct.dataclass
@@ -87,16 +89,13 @@ def confusion_image(
     counts: np.ndarray, class_names: Sequence[str], title: str = "", dpi: int = 100
 ) -> np.ndarray:
     """The row-normalised confusion matrix as an RGB image `[H, W, 3]` uint8 (matplotlib, Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     counts = np.asarray(counts, np.float64)
     rows = counts.sum(axis=1, keepdims=True)
     normalised = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
     k = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 1.0 + 0.55 * k), dpi=dpi)
+    # A Figure of its own (no pyplot): rendered by Agg, touching no global backend state.
+    fig = Figure(figsize=(1.0 + 0.6 * k, 1.0 + 0.55 * k), dpi=dpi)
+    ax = fig.subplots()
     ax.imshow(normalised, vmin=0.0, vmax=1.0, cmap="Blues")
     ax.set_xticks(range(k), class_names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(k), class_names, fontsize=8)
@@ -111,8 +110,5 @@ def confusion_image(
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
-    from PIL import Image
-
     buffer.seek(0)
     return np.asarray(Image.open(buffer).convert("RGB"))

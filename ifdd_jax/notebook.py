@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+import jax
+
 TINY_ENV = "IFDD_NOTEBOOK_TINY"
 
 
@@ -43,8 +45,6 @@ def repo_root(start: Optional[str] = None) -> str:
 
 def accelerator() -> str:
     """'gpu', 'tpu' or 'cpu': the backend JAX uses (it picks a GPU/TPU runtime by itself)."""
-    import jax
-
     backend = jax.default_backend()
     devices = jax.devices()
     print(f"JAX {jax.__version__}: {len(devices)} {backend.upper()} device(s): "
@@ -75,7 +75,7 @@ def show(path: str, width: int = 900) -> None:
     """Displays a PNG in the notebook (and names it, so a log shows what was written)."""
     print(path)
     try:
-        from IPython.display import Image, display
+        from IPython.display import Image, display  # deferred: IPython exists only in a kernel
 
         display(Image(filename=path, width=width))
     except ImportError:  # plain Python: the file is written, nothing to display

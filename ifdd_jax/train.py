@@ -146,9 +146,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writes `workdir/results.json`."""
     os.makedirs(workdir, exist_ok=True)
     recipe.resolve(config)  # the flavor's loss weighting, augmentation and checkpoint criterion
-    mesh = sharding.make_mesh()
-    sharding.check_batch_size(config.batch_size, mesh)
-    sharding.check_batch_size(config.eval_batch_size, mesh, "eval batch size")
+    mesh = _mesh_for(config)
     is_main = jax.process_index() == 0
     writer = metric_writers.create_default_writer(
         workdir, just_logging=not is_main, asynchronous=True
@@ -176,11 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     report = periodic_actions.ReportProgress(
         num_train_steps=total_steps, writer=writer, every_steps=config.log_every_steps
     )
-    logging.info(
-        "Training %s (%s) on %s: %d train clips, %d steps/epoch, %d steps, %d devices.",
-        config.model_name, config.flavor, meta["dataset"], meta["num_examples"]["train"],
-        steps_per_epoch, total_steps, jax.device_count(),
-    )
+    _log_start(config, meta, steps_per_epoch, total_steps)
 
     train_metrics = None
     last_val: Optional[dict] = None
@@ -223,6 +217,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.flush()
     ckpt.close()
     return results
+
+
+def _mesh_for(config: ml_collections.ConfigDict):
+    """The device mesh, after checking that both batch sizes split evenly over it."""
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(config.batch_size, mesh)
+    sharding.check_batch_size(config.eval_batch_size, mesh, "eval batch size")
+    return mesh
+
+
+def _log_start(config, meta: dict, steps_per_epoch: int, total_steps: int) -> None:
+    logging.info(
+        "Training %s (%s) on %s: %d train clips, %d steps/epoch, %d steps, %d devices.",
+        config.model_name, config.flavor, meta["dataset"], meta["num_examples"]["train"],
+        steps_per_epoch, total_steps, jax.device_count(),
+    )
 
 
 def _resume(ckpt, state: TrainState, data, mesh, config) -> TrainState:

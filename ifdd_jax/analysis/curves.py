@@ -16,7 +16,11 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import matplotlib.pyplot as plt
 import numpy as np
+from tensorboard.backend.event_processing import event_accumulator
+
+from ifdd_jax.analysis import figures
 
 Series = Tuple[np.ndarray, np.ndarray]  # steps [N], values [N]
 TAGS = ("train_loss", "val_loss", "val_uar", "val_war", "test_uar", "test_war")
@@ -25,8 +29,6 @@ TAGS = ("train_loss", "val_loss", "val_uar", "val_war", "test_uar", "test_war")
 def read_scalars(workdir: str, tags: Sequence[str] = TAGS) -> Dict[str, Series]:
     """{tag: (steps, values)} of the run's event files (all of them, in step order; a step
     logged twice, as after a resume, keeps its last value)."""
-    from tensorboard.backend.event_processing import event_accumulator
-
     files = sorted(glob.glob(os.path.join(workdir, "**", "events.out.tfevents.*"), recursive=True))
     if not files:
         raise FileNotFoundError(f"{workdir}: no TensorBoard event files (events.out.tfevents.*)")
@@ -41,7 +43,7 @@ def read_scalars(workdir: str, tags: Sequence[str] = TAGS) -> Dict[str, Series]:
                 for e in events.Scalars(tag):
                     points.setdefault(tag, {})[int(e.step)] = float(e.value)
             elif tag in available.get("tensors", []):
-                import tensorflow as tf
+                import tensorflow as tf  # deferred: TensorFlow only for summary-v2 tensors
 
                 for e in events.Tensors(tag):
                     value = tf.make_ndarray(e.tensor_proto)
@@ -54,10 +56,6 @@ def read_scalars(workdir: str, tags: Sequence[str] = TAGS) -> Dict[str, Series]:
 def plot_curves(runs: Sequence[Tuple[str, Dict[str, Series]]], path: str,
                 dpi: Optional[int] = None) -> str:
     """runs: (label, scalars) pairs; writes the three-panel figure."""
-    import matplotlib.pyplot as plt
-
-    from ifdd_jax.analysis import figures
-
     fig, axes = figures.new_figure(1, 3, figsize=(10.5, 3.0))
     colours = plt.get_cmap("tab10")
     panels = [("loss", "loss (cross entropy + lifting)", "train_loss", "val_loss"),
@@ -113,9 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default="figures/curves.png", help="the PNG file")
     parser.add_argument("--dpi", type=int, default=None)
     args = parser.parse_args(argv)
-    from ifdd_jax.analysis.figures import run_command
-
-    return run_command(
+    return figures.run_command(
         lambda: curves_figure(args.workdirs, args.out, labels=args.labels, dpi=args.dpi))
 
 

@@ -46,6 +46,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ifdd_jax.analysis.figures import run_command
+from ifdd_jax.input_pipeline import build_data
+from ifdd_jax.models import build_model
+from ifdd_jax.models.issm import ISSM
+from ifdd_jax.models.ladm import LADM
+from ifdd_jax.models.losses import lifting_loss
+from ifdd_jax.trained_run import load_config, load_trained
+
 # Per-clip measures `_clip_measures` returns (the attention ones only where ISSM computes S).
 _ATTENTION = ("similarity", "a_static", "a_dynamic")
 
@@ -56,22 +64,15 @@ class NoISSMError(ValueError):
 
 def load_run(workdir: str):
     """The run's restored model (a TrainedModel: config, model, variables, checkpoint, step)."""
-    from ifdd_jax.trained_run import load_trained
-
     return load_trained(workdir)
 
 
 def has_issm(model) -> bool:
     """True for IFDD models (2DCNN and 3DViT): their `issm` attribute is an ISSM module."""
-    from ifdd_jax.models.issm import ISSM
-
     return isinstance(getattr(model, "issm", None), ISSM)
 
 
 def _is_probe(module, method_name: str) -> bool:
-    from ifdd_jax.models.issm import ISSM
-    from ifdd_jax.models.ladm import LADM
-
     return method_name == "__call__" and isinstance(module, (ISSM, LADM))
 
 
@@ -103,8 +104,6 @@ def _clip_measures(variables: dict, clips: jax.Array, *, model, lift: str) -> di
     """Per-clip measures of clips `[B, T, S, S, 3]`: similarity, a_static, a_dynamic
     `[B, T_X, T_X]` (where ISSM computes S), static_index, dynamic_index `[B, t]`, and `[B]`
     yd_over_xd, cos_paired, cos_all, lift."""
-    from ifdd_jax.models.losses import lifting_loss
-
     outputs, state = model.apply(variables, clips, train=False,
                                  capture_intermediates=_is_probe, mutable=["intermediates"])
     probes = _captured(state["intermediates"])
@@ -156,8 +155,6 @@ def measure_split(trained, workdir: str, *, split: str = "test",
                   max_clips: Optional[int] = None) -> Dict[str, np.ndarray]:
     """Per-clip measures over `split` as evaluation reads it (first view of each clip), plus
     "label" `[N]`."""
-    from ifdd_jax.input_pipeline import build_data
-
     data = build_data(trained.config, workdir)
     lift = _lift_mode(trained.config)
     parts: Dict[str, list] = {}
@@ -253,10 +250,6 @@ def diagnose_clips(model, variables: dict, clips: np.ndarray, *, lift: str = "tc
 
 def diagnose_run(workdir: str, *, split: str = "test", max_clips: Optional[int] = None) -> dict:
     """The figures of a trained run over `split`, with what was measured where."""
-    from ifdd_jax.models import build_model
-
-    from ifdd_jax.trained_run import load_config, load_trained
-
     config = load_config(workdir)
     # Checked on the config before anything is restored: the baselines have nothing to measure.
     if not has_issm(build_model(config)):
@@ -355,8 +348,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="clips measured (default: the whole split)")
     parser.add_argument("--out", default=None, help="the JSON file (default: print only)")
     args = parser.parse_args(argv)
-    from ifdd_jax.analysis.figures import run_command
-
     return run_command(lambda: _write(args.workdir, args.out, args.split, args.max_clips))
 
 

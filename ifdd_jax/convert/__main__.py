@@ -18,6 +18,13 @@ import os
 import sys
 from typing import Optional, Sequence
 
+import jax
+import orbax.checkpoint as ocp
+
+from ifdd_jax.config_lib import load_config_file
+from ifdd_jax.convert import load_into
+from ifdd_jax.models import build_model
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
@@ -36,14 +43,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--allow-partial", action="store_true", help="report, do not fail, on misfits"
     )
     args = parser.parse_args(argv)
-
-    import jax
-    import orbax.checkpoint as ocp
-
-    from ifdd_jax.config_lib import load_config_file
-    from ifdd_jax.convert import load_into
-    from ifdd_jax.models import build_model
-
     spec = args.config
     extra = f"model={args.model}" + (f",flavor={args.flavor}" if args.flavor else "")
     spec = f"{spec},{extra}" if ":" in spec else f"{spec}:{extra}"

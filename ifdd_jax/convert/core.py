@@ -150,6 +150,7 @@ def _resolver(
     return resolve, remap, unused
 
 
+# long: one pass that resolves, checks and reports every key; the report names each misfit
 def load_into(
     variables: Mapping[str, Any],
     source: Union[str, Mapping[str, Any]],

@@ -20,7 +20,9 @@ import pathlib
 import struct
 from typing import Any, Dict, Mapping
 
+import ml_dtypes  # shipped with JAX
 import numpy as np
+import orbax.checkpoint as ocp
 
 StateDict = Dict[str, np.ndarray]
 
@@ -61,8 +63,6 @@ def read_safetensors(path: str) -> StateDict:
             continue
         dtype_name = info["dtype"]
         if dtype_name == "BF16":
-            import ml_dtypes  # shipped with JAX
-
             dtype = np.dtype(ml_dtypes.bfloat16)
         elif dtype_name in _SAFETENSORS_DTYPES:
             dtype = np.dtype(_SAFETENSORS_DTYPES[dtype_name])
@@ -101,7 +101,7 @@ def write_safetensors(path: str, tensors: Mapping[str, np.ndarray]) -> None:
 
 def _read_torch(path: str) -> Dict[str, Any]:
     try:
-        import torch
+        import torch  # deferred: torch is an optional extra (only .pth/.pt need it)
     except ImportError:
         raise SourceError(
             f"{path}: reading PyTorch pickles needs the optional extra (pip install '.[torch]'); "
@@ -140,8 +140,6 @@ def unwrap(obj: Any, where: str) -> StateDict:
 
 def read_flax_checkpoint(path: str) -> StateDict:
     """A converter output directory (Orbax) as `{"params/a/b/kernel": array}`."""
-    import orbax.checkpoint as ocp
-
     tree = ocp.StandardCheckpointer().restore(os.path.abspath(path))
 
     out: StateDict = {}

@@ -16,7 +16,7 @@ from ifdd_jax.models.mvit import MViT, MViTBlockConfig
 
 def block_setting(blocks: Sequence[MViTBlockConfig]) -> list:
     """Our block configs as torchvision's `MSBlockConfig` list."""
-    from torchvision.models.video import mvit as tv_mvit
+    from torchvision.models.video import mvit as tv_mvit  # deferred: torch (an optional extra)
 
     return [
         tv_mvit.MSBlockConfig(
@@ -30,7 +30,7 @@ def block_setting(blocks: Sequence[MViTBlockConfig]) -> list:
 def build(blocks: Sequence[MViTBlockConfig], clip: Tuple[int, int, int], num_classes: int = 400):
     """torchvision's MViT with `mvit_v2_s`'s options (residual pooling, decomposed relative
     positions, projection after attention, stochastic depth 0.2), sized for clips (T, H, W)."""
-    from torchvision.models.video import mvit as tv_mvit
+    from torchvision.models.video import mvit as tv_mvit  # deferred: torch (an optional extra)
 
     t, h, w = clip
     return tv_mvit.MViT(
@@ -42,7 +42,7 @@ def build(blocks: Sequence[MViTBlockConfig], clip: Tuple[int, int, int], num_cla
 def trunk_tokens(model, clips: np.ndarray) -> np.ndarray:
     """The final normalised tokens `[B, 1 + t·h·w, C]` (class token first) of torchvision's MViT
     `model` (eval mode, no head) for float32 clips `[B, 3, T, H, W]`, on the model's device."""
-    import torch
+    import torch  # deferred: torch is an optional extra
 
     device = next(model.parameters()).device
     model.eval()

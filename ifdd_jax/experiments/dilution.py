@@ -52,6 +52,10 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ifdd_jax.analysis import figures
+from ifdd_jax.analysis.figures import run_command
+from ifdd_jax.config_lib import load_config_file
+
 DEFAULT_MODELS = "ifdd_2dcnn,baseline_mobilenet_v2,ifdd_2dcnn_issm_only,ifdd_2dcnn_ladm_only"
 DEFAULT_LEVELS = "2,4,8"
 DEFAULT_SEEDS = "3"
@@ -251,8 +255,6 @@ def check_grid(config_file: str, models: Sequence[ModelEntry], levels: Sequence[
     """Loads the config once per model entry and checks what would otherwise fail in every
     cell, before any training: unknown arguments, ablations, model names and `--set` fields, and
     event lengths longer than the clip."""
-    from ifdd_jax.config_lib import load_config_file
-
     for entry in models:
         try:
             config = load_config_file(config_spec(config_file, entry))
@@ -273,7 +275,7 @@ def check_grid(config_file: str, models: Sequence[ModelEntry], levels: Sequence[
         raise ValueError(f"--event_frames {', '.join(map(str, too_long))}: longer than the "
                          f"clip's {frames} frames")
     try:
-        from ifdd_jax.models.registry import MODELS
+        from ifdd_jax.models.registry import MODELS  # deferred: a failure is reported per cell
     except Exception:  # a registry that fails to import fails every cell, reported there
         MODELS = None
     if MODELS is not None:
@@ -645,8 +647,6 @@ def render_markdown(rows: Sequence[dict], *, command: str, models: Sequence[str]
 def plot_uar(rows: Sequence[dict], models: Sequence[str], levels: Sequence[int], path: str, *,
              num_classes: Optional[int] = None, dpi: Optional[int] = None) -> str:
     """UAR against event_frames, mean ± std error bars, one line per model."""
-    from ifdd_jax.analysis import figures
-
     summary = summarize(rows)["uar"]
     fig, ax = figures.new_figure(figsize=(5.2, 3.6))
     # A small horizontal offset per model keeps overlapping error bars apart.
@@ -744,8 +744,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="rebuild study.md/csv/png from the finished cells")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    from ifdd_jax.analysis.figures import run_command
-
     try:
         spec = _spec_from_args(args, argv)
         models = parse_models(spec["models"])

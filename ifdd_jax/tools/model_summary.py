@@ -28,6 +28,8 @@ import jax.extend
 import jax.numpy as jnp
 import flax.linen as nn
 import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
 
 from ifdd_jax.models import build_model
 
@@ -249,16 +251,11 @@ def format_summary(summary: Summary) -> str:
 
 def main(argv: Sequence[str]) -> None:
     del argv
-    from absl import flags
-
     summary = summarize(flags.FLAGS.config, batch=flags.FLAGS.batch)
     print(format_summary(summary))
 
 
 if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
     config_flags.DEFINE_config_file("config", None, "Config file (file.py:args).", lock_config=True)
     flags.DEFINE_integer("batch", 1, "Batch size of the measured clip batch.")
     flags.mark_flags_as_required(["config"])

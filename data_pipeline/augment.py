@@ -93,7 +93,7 @@ def random_resized_crop(clip: tf.Tensor, opts: AugmentOptions, seed: tf.Tensor) 
 
 
 def train_augment(frames: tf.Tensor, opts: AugmentOptions, seed: tf.Tensor) -> tf.Tensor:
-  """uint8 [T, h, w, 3] -> float32 [T, S, S, 3] in [0, 1], same random parameters for all frames."""
+  """uint8 [T, h, w, 3] -> float32 [T, S, S, 3] in [0, 1]; one random draw for all frames."""
   if not opts.enabled:
     return eval_transform(frames, opts.image_size)
   seeds = tf.random.experimental.stateless_split(seed, 3)
@@ -105,7 +105,7 @@ def train_augment(frames: tf.Tensor, opts: AugmentOptions, seed: tf.Tensor) -> t
 
 
 def eval_transform(frames: tf.Tensor, image_size: int) -> tf.Tensor:
-  """uint8 [..., T, h, w, 3] -> float32 [..., T, S, S, 3] in [0, 1]: short side to S, centre crop."""
+  """uint8 [..., T, h, w, 3] -> float32 [..., T, S, S, 3] in [0, 1]: short side S, centre crop."""
   shape = tf.shape(frames)
   h, w = tf.cast(shape[-3], tf.float32), tf.cast(shape[-2], tf.float32)
   scale = image_size / tf.minimum(h, w)
@@ -120,7 +120,8 @@ def eval_transform(frames: tf.Tensor, image_size: int) -> tf.Tensor:
 
 
 def normalize(clip: tf.Tensor, mode: str) -> tf.Tensor:
-  """[..., 3] in [0, 1] -> "unit": unchanged (the authors' input); "imagenet": (x - mean) / std."""
+  """[..., 3] in [0, 1] -> "unit": unchanged (the authors' input);
+  "imagenet": (x - mean) / std."""
   if mode == "unit":
     return clip
   if mode == "imagenet":

@@ -95,13 +95,14 @@ def check_resolved(cfg: ml_collections.ConfigDict) -> None:
            if cfg[section][field] is None]
   if unset:
     raise ValueError(
-        f"data config fields {', '.join(unset)} are unset: they take the flavor's value through "
+        f"data config fields {', '.join(unset)} are unset: they take the flavor's value "
+        "through "
         "data_pipeline.configs.resolve_flavor_defaults(cfg, flavor) (the main job does this), "
         "or set them explicitly")
 
 
 def get_data_config(name: str, flavor: str | None = None) -> ml_collections.ConfigDict:
-  """Data config with defaults for one dataset; with `flavor`, its augmentation is resolved too."""
+  """Data config with defaults for one dataset; with `flavor`, its augmentation resolved too."""
   c = _common(name)
   if name == "dfew":
     pass

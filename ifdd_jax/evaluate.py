@@ -33,7 +33,8 @@ EVAL_KEYS = ("clips", "label", "mask")
 
 
 def eval_step(variables: dict, batch: dict, *, model, dtype) -> tuple[EvalMetrics, jax.Array]:
-    """Metrics and video-level logits `[B, K]` of a batch {clips [B, V, T, H, W, 3], label, mask}."""
+    """Metrics and video-level logits `[B, K]` of a batch {clips [B, V, T, H, W, 3], label,
+    mask}."""
     logits = view_logits(model, variables, batch["clips"], dtype)
     metrics = EvalMetrics.single_from_model_output(
         loss=cross_entropy(logits, batch["label"]), mask=batch["mask"], logits=logits,

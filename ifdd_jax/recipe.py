@@ -1,13 +1,15 @@
 """The training recipe of each flavor, in one place: what `flavor=paper` and `flavor=reference`
 train with, and how a run's config gets it.
 
-| | paper (the equations and "Implementation Details") | reference (the released code) |
+| | paper (the equations, "Implementation Details") | reference (the released code) |
 |---|---|---|
-| loss | mean_k CE_k + mean_k Huber_k (Eq. 9, equal weight per clip) | mean_b CE_b + 0.1·Σ_b Huber_b |
-| lr | 1e-4, per-step linear warmup from 1e-6 over 10 epochs, cosine | per-epoch; base lr/32·batch, released warmup quirk |
+| loss | mean_k CE_k + mean_k Huber_k (Eq. 9, per clip) | mean_b CE_b + 0.1·Σ_b Huber_b |
+| lr | 1e-4, per-step warmup from 1e-6 (10 epochs), cosine | per epoch, lr/32·batch, warmup quirk |
 | weight decay | 1e-3 on weights (not biases, norms, tables, tokens) | 1e-3 on every parameter |
-| augmentation | random horizontal flip + random resized crop | + colour jitter 0.4 ×4, mixup/cutmix, label smoothing 0.1 |
+| augmentation | horizontal flip + random resized crop | + colour jitter 0.4, mixup/cutmix, LS 0.1 |
 | best checkpoint | validation UAR | validation WAR (micro recall) |
+
+(LS: label smoothing.)
 
 Details live where each piece is computed: the loss in `ifdd_jax/models/losses.py`, the schedule
 and weight decay in `ifdd_jax/optim.py`, the augmentation in `data_pipeline/configs.py`

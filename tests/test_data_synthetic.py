@@ -36,8 +36,10 @@ def test_deterministic_and_event_changes_frames(tmp_path):
                           imbalance="none")
   a = ensure_synthetic_dataset(str(tmp_path / "a"), opts)
   b = ensure_synthetic_dataset(str(tmp_path / "b"), opts)
-  frame = lambda root, k: np.asarray(Image.open(
-      os.path.join(root, "Clip", "clip_224x224_16f", "00002", f"{k}.jpg")), np.float32)
+  def frame(root, k):
+    path = os.path.join(root, "Clip", "clip_224x224_16f", "00002", f"{k}.jpg")
+    return np.asarray(Image.open(path), np.float32)
+
   assert np.array_equal(frame(a, 1), frame(b, 1))
   meta = json.load(open(os.path.join(a, "synthetic_meta.json")))
   assert sorted(c["true_label"] for c in meta["clips"]) == list(range(7))  # balanced

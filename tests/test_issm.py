@@ -74,8 +74,8 @@ def test_interpolation_gradient_is_frame_difference():
 
 
 def test_reference_positions_match_grid_sample_quirk():
-    # docs/reference-ifdd.md §3a: with zero offsets the even slots read {0, 1.79, 4.07, 6.36} and the odd
-    # slots {0.64, 2.93, 5.21, 7} for T = 8.
+    # docs/reference-ifdd.md §3a: with zero offsets the even slots read {0, 1.79, 4.07, 6.36} and
+    # the odd slots {0.64, 2.93, 5.21, 7} for T = 8.
     even = reference_positions(jnp.array([0.0, 2.0, 4.0, 6.0]), 8)
     odd = reference_positions(jnp.array([1.0, 3.0, 5.0, 7.0]), 8)
     np.testing.assert_allclose(even, [0.0, 8 * 2 / 7 - 0.5, 8 * 4 / 7 - 0.5, 8 * 6 / 7 - 0.5], rtol=1e-6)

@@ -62,7 +62,7 @@ def test_released_10_block_config():
 
 
 def test_reference_shape_table():
-    """docs/reference-ifdd.md §1: per-block token shapes, stage outputs and IFDD's wiring at 16×224²."""
+    """docs/reference-ifdd.md §1: per-block token shapes, stage outputs, IFDD's wiring at 16×224²."""
     trunk = MViT(mvit_v2_xs_blocks())
     variables = jax.eval_shape(lambda x: trunk.init(RNGS, x), FULL)
     blocks = []
@@ -403,7 +403,7 @@ def test_reference_mafw_32_frames_give_8_token_frames():
         config.input.num_frames = frames
         c = jax.ShapeDtypeStruct((1, frames, 224, 224, 3), jnp.float32)
         m = build_model(config)
-        o = jax.eval_shape(lambda x: m.apply(m.init(RNGS, x), x), c)
+        o = jax.eval_shape(lambda x, m=m: m.apply(m.init(RNGS, x), x), c)
         assert o["static"].shape == (1, 4, 7, 7, 768), frames
     paper = _config(model="ifdd_3dvit", flavor="paper")
     paper.input.num_frames = 32

@@ -42,7 +42,7 @@ def _randomize(module, seed=0):
     """Non-trivial values everywhere (LayerNorm/BatchNorm affine and running stats included)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in module.named_parameters():
+        for p in module.parameters():
             scale = 0.2 if p.ndim > 1 else 0.5
             p.copy_(torch.randn(p.shape, generator=gen) * scale)
         for name, b in module.named_buffers():

@@ -62,7 +62,7 @@ def plot_curves(runs: Sequence[Tuple[str, Dict[str, Series]]], path: str,
               ("uar", "UAR (%)", None, "val_uar"), ("war", "WAR (%)", None, "val_war")]
     for i, (label, scalars) in enumerate(runs):
         colour = colours(i % 10)
-        for ax, (key, ylabel, train_tag, val_tag) in zip(axes, panels):
+        for ax, (key, _, train_tag, val_tag) in zip(axes, panels):
             if train_tag and train_tag in scalars:
                 ax.plot(*scalars[train_tag], color=colour, lw=1.2, label=f"{label} train")
             if val_tag in scalars:
@@ -82,10 +82,10 @@ def plot_curves(runs: Sequence[Tuple[str, Dict[str, Series]]], path: str,
         raise ValueError("the runs' events hold none of " + ", ".join(TAGS))
     handles, labels = [], []
     for ax in axes:
-        for h, l in zip(*ax.get_legend_handles_labels()):
-            if l not in labels:
-                handles.append(h)
-                labels.append(l)
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            if name not in labels:
+                handles.append(handle)
+                labels.append(name)
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
                ncol=min(3, len(labels)))
     fig.tight_layout()

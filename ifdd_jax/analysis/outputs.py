@@ -1,8 +1,8 @@
 """A trained model's outputs over a run's evaluation split, plus the input of the last Linear.
 
 `split_outputs` runs the model (eval mode) on every clip of a split as evaluation reads it
-(`input_pipeline.build_data`, the clip's V views through `views.apply_views`) and returns numpy arrays of the requested outputs,
-averaged over views where they are features and taken from the first view where they are
+(`input_pipeline.build_data`, the clip's V views through `views.apply_views`) and returns numpy
+arrays of the requested outputs, averaged over views where they are features and taken from the first view where they are
 positions (ISSM indices). `head_input` captures the vector the classifier's last Linear reads,
 so a baseline with an MLP head and IFDD are compared at the same place.
 """

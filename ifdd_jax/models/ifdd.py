@@ -25,7 +25,7 @@ from ifdd_jax.models.layers import fold_time, temporal_pair_mean, trunc_normal_i
 
 class ClassifierHead(nn.Module):
     """Dropout -> Linear, or with `hidden` an MLP Linear -> ReLU -> Dropout -> Linear.
-    `[B, C]` -> `[B, classes]`. The last Linear is trunc-normal(0.01) with zero bias, as released."""
+    `[B, C]` -> `[B, classes]`. The last Linear is trunc-normal(0.01), zero bias, as released."""
 
     num_classes: int
     dropout: float

@@ -3,8 +3,8 @@
 LADM takes the static and dynamic groups X_S, X_D `[B, T/2, H, W, C]` from ISSM and applies one
 lifting step whose operators are cross attentions:
 
-  updater   U(X_D | X_S) = MLP(softmax(Q(X_S) K(X_D)ᵀ / sqrt(d)) V(X_D))      Y_S = X_S + U   (Eqs. 5-6)
-  predictor P(Y_S | X_D) = MLP(softmax(Q(X_D) K(Y_S)ᵀ / sqrt(d)) V(Y_S))      Y_D = X_D - P   (Eqs. 7-8)
+  updater   U(X_D | X_S) = MLP(softmax(Q(X_S) K(X_D)ᵀ / sqrt(d)) V(X_D))   Y_S = X_S + U (Eqs. 5-6)
+  predictor P(Y_S | X_D) = MLP(softmax(Q(X_D) K(Y_S)ᵀ / sqrt(d)) V(Y_S))   Y_D = X_D - P (Eqs. 7-8)
 
 Y_S aggregates the emotion-irrelevant (static) context, Y_D keeps the disentangled dynamics;
 Y_D is then compressed to the classification vector `[B, C]` by a learned linear weighting of its
@@ -93,7 +93,7 @@ class LiftingAttention(nn.Module):
 
 
 class ConvLifting(nn.Module):
-    """A CNN lifting operator: two (Conv3d 3×3×3 + BN + ReLU) layers. `[B, t, H, W, C]` in and out."""
+    """A CNN lifting operator: two (Conv3d 3×3×3 + BN + ReLU) layers, `[B, t, H, W, C]` in/out."""
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:

@@ -191,8 +191,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 if done % config.log_every_steps == 0 or done == total_steps:
                     _check_finite(state)
                     rate = (done - s_start) / max(time.time() - t_start, 1e-9)
-                    _log_train(writer, done, total_steps, steps_per_epoch, train_metrics,
-                               float(schedule(step)), rate)
+                    lr = float(schedule(step))
+                    _log_train(writer, done, total_steps, steps_per_epoch, train_metrics, lr, rate)
                     train_metrics = None
 
                 if done % eval_every == 0 or done == total_steps:
@@ -201,9 +201,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         last_val = evaluate.evaluate_split(
                             state.variables(), model, data, "val", mesh, config
                         )
-                    evaluate.write_report(writer, done, "val", last_val, meta["class_names"])
-                    ckpt.save(done, state, data.train.get_state(), config,
-                              val_metrics=checkpointing.val_metrics(last_val))
+                    _record_val(writer, ckpt, done, state, data, config, last_val)
                 elif done % config.checkpoint_every_steps == 0:
                     ckpt.save(done, state, data.train.get_state(), config)
     except BaseException:
@@ -245,6 +243,13 @@ def _resume(ckpt, state: TrainState, data, mesh, config) -> TrainState:
     data.train.set_state(data_state)
     logging.info("Resumed from %s at step %d.", checkpointing.LATEST_DIR, saved_step)
     return state
+
+
+def _record_val(writer, ckpt, done: int, state: TrainState, data, config, report: dict) -> None:
+    """Writes a validation report and saves the step, offered to the best checkpoint."""
+    evaluate.write_report(writer, done, "val", report, data.meta["class_names"])
+    ckpt.save(done, state, data.train.get_state(), config,
+              val_metrics=checkpointing.val_metrics(report))
 
 
 def _log_train(writer, done: int, total_steps: int, steps_per_epoch: int, train_metrics,

@@ -70,7 +70,8 @@ def parity(model: torch.nn.Module, t: int, s: int) -> float:
     ours, params, _ = torchvision_mvit.converted_trunk(model, mvit_v2_s_blocks(), (t, s, s))
     with jax.default_matmul_precision("highest"):
         _, got = jax.jit(lambda v, c: ours.apply(v, c, return_tokens=True))(
-            params, x.transpose(0, 2, 3, 4, 1))
+            params, x.transpose(0, 2, 3, 4, 1)
+        )
     return float(np.max(np.abs(np.asarray(got) - expected)))
 
 
@@ -117,21 +118,24 @@ def bench_jax(b: int, t: int, s: int, k: int, dtype: str, steps: int):
     compile_s = time.perf_counter() - start
     train_s = timed(one_train, steps, lambda: jax.block_until_ready(state))
     out = []
-    eval_s = timed(lambda: out.append(eval_step(state[0], clips)), steps,
-                   lambda: jax.block_until_ready(out))
+    eval_s = timed(
+        lambda: out.append(eval_step(state[0], clips)), steps, lambda: jax.block_until_ready(out)
+    )
     return compile_s, b * steps / train_s, b * steps / eval_s
 
 
-def bench_torch(model: torch.nn.Module, b: int, t: int, s: int, k: int, dtype: str, steps: int,
-                device: str):
+def bench_torch(
+    model: torch.nn.Module, b: int, t: int, s: int, k: int, dtype: str, steps: int, device: str
+):
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
     clips = torch.rand(b, 3, t, s, s, device=device)
     labels = torch.randint(0, k, (b,), device=device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
-    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,
-                              enabled=dtype == "bfloat16")
+    autocast = torch.autocast(
+        device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == "bfloat16"
+    )
     sync = (lambda: torch.cuda.synchronize()) if device.startswith("cuda") else (lambda: None)
 
     def one_train():
@@ -151,16 +155,22 @@ def bench_torch(model: torch.nn.Module, b: int, t: int, s: int, k: int, dtype: s
     one_train()
     sync()
     first_s = time.perf_counter() - start
-    return first_s, b * steps / timed(one_train, steps, sync), b * steps / timed(one_eval, steps,
-                                                                                 sync)
+    return (
+        first_s,
+        b * steps / timed(one_train, steps, sync),
+        b * steps / timed(one_eval, steps, sync),
+    )
 
 
 def main(argv) -> None:
     del argv
     b, t, s, k = FLAGS.batch, FLAGS.frames, FLAGS.size, FLAGS.classes
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; torch {torch.__version__} on "
-          f"{torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}", flush=True)
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].device_kind}; torch {torch.__version__} on "
+        f"{torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}",
+        flush=True,
+    )
     print(f"MViTv2-S, input [{b}, {t}, {s}, {s}, 3], {k} classes, {FLAGS.dtype}", flush=True)
     model = torchvision_mvit.build(mvit_v2_s_blocks(), (t, s, s), num_classes=k).to(device)
     if FLAGS.parity:
@@ -168,18 +178,26 @@ def main(argv) -> None:
     rows = {}
     compile_s, tr, ev = bench_jax(b, t, s, k, FLAGS.dtype, FLAGS.steps)
     rows["jax"] = (tr, ev)
-    print(f"jax:   first step {compile_s:.1f} s, train clips/s: {tr:.2f}, eval clips/s: {ev:.2f}",
-          flush=True)
+    print(
+        f"jax:   first step {compile_s:.1f} s, train clips/s: {tr:.2f}, eval clips/s: {ev:.2f}",
+        flush=True,
+    )
     first_s, tr, ev = bench_torch(model, b, t, s, k, FLAGS.dtype, FLAGS.steps, device)
     rows["torch"] = (tr, ev)
-    print(f"torch: first step {first_s:.1f} s, train clips/s: {tr:.2f}, eval clips/s: {ev:.2f}",
-          flush=True)
+    print(
+        f"torch: first step {first_s:.1f} s, train clips/s: {tr:.2f}, eval clips/s: {ev:.2f}",
+        flush=True,
+    )
     if FLAGS.torch_compile:
-        first_s, tr, ev = bench_torch(torch.compile(model), b, t, s, k, FLAGS.dtype, FLAGS.steps,
-                                      device)
+        first_s, tr, ev = bench_torch(
+            torch.compile(model), b, t, s, k, FLAGS.dtype, FLAGS.steps, device
+        )
         rows["torch.compile"] = (tr, ev)
-        print(f"torch.compile: first step {first_s:.1f} s, train clips/s: {tr:.2f}, "
-              f"eval clips/s: {ev:.2f}", flush=True)
+        print(
+            f"torch.compile: first step {first_s:.1f} s, train clips/s: {tr:.2f}, "
+            f"eval clips/s: {ev:.2f}",
+            flush=True,
+        )
     for name, (tr, ev) in rows.items():
         if name != "jax":
             jax_train, jax_eval = rows["jax"]

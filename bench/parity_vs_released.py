@@ -74,7 +74,8 @@ import os
 import pathlib
 import sys
 import types
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -114,9 +115,9 @@ def param_group(path: str) -> str:
     return parts[1]
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, np.ndarray]:
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
     """`{"params": {"trunk": {...}}}` -> `{"params/trunk/...": array}`."""
-    out: Dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = {}
     for key, value in tree.items():
         path = f"{prefix}/{key}" if prefix else str(key)
         if isinstance(value, Mapping):
@@ -140,15 +141,15 @@ class GroupError:
     worst_share: float
 
 
-def group_errors(ours: Mapping[str, Any], released: Mapping[str, Any]) -> Dict[str, GroupError]:
+def group_errors(ours: Mapping[str, Any], released: Mapping[str, Any]) -> dict[str, GroupError]:
     """Per-group (and "all") relative error of two flat `{path: array}` dicts with the same keys;
     a group's error takes all its tensors together."""
     if set(ours) != set(released):
         missing = sorted(set(ours) ^ set(released))[:5]
         raise ValueError(f"the trees differ in their leaves, e.g. {missing}")
-    diff2: Dict[str, float] = {g: 0.0 for g in GROUPS + ("all",)}
-    ref2: Dict[str, float] = dict(diff2)
-    worst: Dict[str, Tuple[str, float, float]] = {g: ("", 0.0, -1.0) for g in diff2}
+    diff2: dict[str, float] = {g: 0.0 for g in GROUPS + ("all",)}
+    ref2: dict[str, float] = dict(diff2)
+    worst: dict[str, tuple[str, float, float]] = {g: ("", 0.0, -1.0) for g in diff2}
     for path in sorted(ours):
         a = np.asarray(ours[path], np.float64).ravel()
         b = np.asarray(released[path], np.float64).ravel()
@@ -183,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     if args.batch < 1:
         raise SystemExit(f"--batch must be at least 1, got {args.batch}")
@@ -211,7 +212,7 @@ class _Unavailable:
             "because it is not installed; install it and rerun"
         )
 
-    def __getattr__(self, name: str) -> "_Unavailable":
+    def __getattr__(self, name: str) -> _Unavailable:
         if name.startswith("__"):
             raise AttributeError(name)
         return _Unavailable(f"{self._name}.{name}")
@@ -249,7 +250,7 @@ class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 @contextlib.contextmanager
-def stubbed_imports(names: Sequence[str]) -> Iterator[List[str]]:
+def stubbed_imports(names: Sequence[str]) -> Iterator[list[str]]:
     """Within the block, the modules of `names` that cannot be imported are stubs; yields those
     names. Afterwards the finder and the stub modules are removed again, so that nothing else in
     the process (JAX, TensorFlow) mistakes a stub for the real package."""
@@ -275,7 +276,7 @@ class Released:
     lift_loss: Any  # Exp.get_addtional_loss(): LiftingLoss
     lr_updater: Any  # core.utils.cos_lr.lr_updater
     mixup_target: Callable[..., Any]  # core.utils.mixup.mixup_target
-    stubbed: List[str]
+    stubbed: list[str]
 
 
 def load_released(directory: str, seed: int) -> Released:
@@ -318,12 +319,12 @@ def load_released(directory: str, seed: int) -> Released:
         sys.path.remove(str(root))
 
 
-def disable_randomness(model: Any) -> Dict[str, int]:
+def disable_randomness(model: Any) -> dict[str, int]:
     """Sets p = 0 on every Dropout and StochasticDepth module (train mode stays on); returns how
     many modules of each kind were changed."""
     import torch
 
-    changed: Dict[str, int] = {}
+    changed: dict[str, int] = {}
     for module in model.modules():
         is_dropout = isinstance(module, torch.nn.modules.dropout._DropoutNd)
         is_depth = type(module).__name__ == "StochasticDepth" and hasattr(module, "p")
@@ -355,7 +356,10 @@ def released_read_positions(split: Any, index: Any, num_frames: int) -> np.ndarr
     grid = F.pad(split.normalize_grid(index)[..., None, None], (1, 0), value=0.0)  # (x=0, y=g)
     ramp = torch.arange(num_frames, dtype=index.dtype).view(1, 1, num_frames, 1)
     read = F.grid_sample(
-        ramp.expand(b, 1, num_frames, 1), grid, mode="bilinear", padding_mode="border",
+        ramp.expand(b, 1, num_frames, 1),
+        grid,
+        mode="bilinear",
+        padding_mode="border",
         align_corners=False,
     )
     return read.reshape(b, k).numpy()
@@ -369,9 +373,9 @@ def released_read_positions(split: Any, index: Any, num_frames: int) -> np.ndarr
 class StepResult:
     """One side's forward values (our layout), loss terms, gradients (flat, our paths)."""
 
-    forward: Dict[str, np.ndarray]
-    loss: Dict[str, float]
-    grads: Dict[str, np.ndarray]
+    forward: dict[str, np.ndarray]
+    loss: dict[str, float]
+    grads: dict[str, np.ndarray]
 
 
 def tokens_to_grid(tokens: np.ndarray, t: int, h: int, w: int) -> np.ndarray:
@@ -394,7 +398,7 @@ class TorchSide:
         self.lr = released_lr(released, epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
-        self.captured: Dict[str, Any] = {}
+        self.captured: dict[str, Any] = {}
         self._hook()
 
     def _hook(self) -> None:
@@ -408,6 +412,7 @@ class TorchSide:
                     self.captured[name] = {k: v.detach().clone() for k, v in output.items()}
                 else:
                     self.captured[name] = output.detach().clone()
+
             return hook
 
         m.backbone.backbone.register_forward_hook(keep("stages"))
@@ -424,8 +429,11 @@ class TorchSide:
     def targets(self, labels: np.ndarray, num_classes: int) -> Any:
         """The released trainer's targets with mixup off: its mixup_target at lam = 1."""
         return self.released.mixup_target(
-            self.torch.from_numpy(labels), num_classes, lam=1.0,
-            smoothing=self.released.exp.label_smoothing, device="cpu",
+            self.torch.from_numpy(labels),
+            num_classes,
+            lam=1.0,
+            smoothing=self.released.exp.label_smoothing,
+            device="cpu",
         )
 
     def step(self, clips: np.ndarray, targets: Any, apply: bool) -> StepResult:
@@ -450,13 +458,14 @@ class TorchSide:
         return StepResult(
             forward=forward,
             loss=dict(
-                classification=cls.item(), lifting=float(torch.as_tensor(lift).detach()),
+                classification=cls.item(),
+                lifting=float(torch.as_tensor(lift).detach()),
                 total=loss.item(),
             ),
             grads=grads,
         )
 
-    def _forward_values(self, logits: Any, pool_a: Any) -> Dict[str, np.ndarray]:
+    def _forward_values(self, logits: Any, pool_a: Any) -> dict[str, np.ndarray]:
         """The captured values in our layouts (channels last, [B, T, H, W, C] grids)."""
         c = {k: v.numpy() for k, v in self.captured.items() if k != "stages"}
         b = logits.shape[0]
@@ -483,7 +492,7 @@ class TorchSide:
             "logits": logits.detach().numpy(),
         }
 
-    def state_dict(self) -> Dict[str, np.ndarray]:
+    def state_dict(self) -> dict[str, np.ndarray]:
         return {k: v.detach().numpy().copy() for k, v in self.model.state_dict().items()}
 
 
@@ -543,18 +552,25 @@ class JaxSide:
         config = self.config
 
         def loss_fn(p):
-            capture = lambda mdl, method: method == "__call__" and mdl.path in (  # noqa: E731
-                ("trunk",), ("pyramid",)
-            )
+            def capture(mdl, method):
+                return method == "__call__" and mdl.path in (("trunk",), ("pyramid",))
+
             outputs, state = self.model.apply(
-                {"params": p, "batch_stats": self.batch_stats}, clips, train=True,
-                rngs={"dropout": jax.random.key(0)}, capture_intermediates=capture,
+                {"params": p, "batch_stats": self.batch_stats},
+                clips,
+                train=True,
+                rngs={"dropout": jax.random.key(0)},
+                capture_intermediates=capture,
                 mutable=["batch_stats", "intermediates"],
             )
             # As ifdd_jax/train.py calls it, so the config's flavor defaults apply.
             loss, terms = ifdd_loss(
-                outputs, targets, lift=config.loss.lift, lift_weight=config.loss.lift_weight,
-                lift_reduction=config.loss.lift_reduction, flavor=config.flavor,
+                outputs,
+                targets,
+                lift=config.loss.lift,
+                lift_weight=config.loss.lift_weight,
+                lift_reduction=config.loss.lift_reduction,
+                flavor=config.flavor,
             )
             return loss, (outputs, terms, state["intermediates"])
 
@@ -571,7 +587,10 @@ class JaxSide:
 
         jnp = self.jnp
         params, opt_state, loss, out, terms, inter, grads = self._step(
-            self.params, self.opt_state, jnp.asarray(clips.transpose(0, 2, 3, 4, 1)), targets,
+            self.params,
+            self.opt_state,
+            jnp.asarray(clips.transpose(0, 2, 3, 4, 1)),
+            targets,
             apply=apply,
         )
         if apply:
@@ -599,18 +618,19 @@ class JaxSide:
             forward=forward,
             # `lifting` is the term exactly as added to the objective (weighted and reduced).
             loss=dict(
-                classification=float(terms["classification"]), lifting=float(terms["lifting"]),
+                classification=float(terms["classification"]),
+                lifting=float(terms["lifting"]),
                 total=float(loss),
             ),
             grads=flatten({"params": grads}),
         )
 
-    def torch_to_ours(self, state: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def torch_to_ours(self, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """A torch-named tree (weights or gradients) in our paths and layouts."""
         return torch_to_ours(state, self.like)
 
 
-def zero_variables(model: Any) -> Dict[str, Any]:
+def zero_variables(model: Any) -> dict[str, Any]:
     """Zero-filled variables of our model at the released input size (structure only, no init)."""
     import jax
     import jax.numpy as jnp
@@ -622,7 +642,7 @@ def zero_variables(model: Any) -> Dict[str, Any]:
 
 def torch_to_ours(
     state: Mapping[str, np.ndarray], like: Mapping[str, Any]
-) -> Dict[str, np.ndarray]:
+) -> dict[str, np.ndarray]:
     """Maps a tensor dict named like the released state dict (weights, or gradients keyed by
     `named_parameters()`) onto our flat `params/...` paths with the converter's key map and
     layout transforms (`like`: our variables, for the structure)."""
@@ -674,22 +694,28 @@ def _fmt(x: float) -> str:
     return f"{x:.2e}"
 
 
-def run(args: argparse.Namespace) -> Tuple[dict, bool]:
+def run(args: argparse.Namespace) -> tuple[dict, bool]:
     """The comparison; returns (all figures, whether they are within THRESHOLDS)."""
     import torch  # noqa: F401  (first: torch after TensorFlow crashes, see tests/conftest.py)
 
     configure_determinism()
     released = load_released(args.released, args.seed)
     if released.stubbed:
-        print(f"stubbed released-code imports (not installed, unused by the model): "
-              f"{', '.join(released.stubbed)}")
+        print(
+            f"stubbed released-code imports (not installed, unused by the model): "
+            f"{', '.join(released.stubbed)}"
+        )
     zeroed = disable_randomness(released.model)
-    print("randomness off in the released model (p = 0): "
-          + ", ".join(f"{n} {k}" for k, n in sorted(zeroed.items())))
+    print(
+        "randomness off in the released model (p = 0): "
+        + ", ".join(f"{n} {k}" for k, n in sorted(zeroed.items()))
+    )
     torch_side = TorchSide(released, args.epoch)
     jax_side = JaxSide(torch_side.state_dict(), args.epoch, args.steps)
-    print(f"converted {len(jax_side.report.loaded)} tensors; "
-          f"skipped {len(jax_side.report.skipped)} (buffers)")
+    print(
+        f"converted {len(jax_side.report.loaded)} tensors; "
+        f"skipped {len(jax_side.report.skipped)} (buffers)"
+    )
 
     rng = np.random.default_rng(args.seed)
     clips = rng.uniform(0.0, 1.0, (args.batch, 3, FRAMES, SIZE, SIZE)).astype(np.float32)
@@ -702,8 +728,11 @@ def run(args: argparse.Namespace) -> Tuple[dict, bool]:
         command=dict(batch=args.batch, steps=args.steps, epoch=args.epoch, seed=args.seed),
         stubbed=released.stubbed,
         randomness_off=zeroed,
-        lr=dict(released=torch_side.lr, ours=jax_side.lr,
-                relative=relative_error(jax_side.lr, torch_side.lr)),
+        lr=dict(
+            released=torch_side.lr,
+            ours=jax_side.lr,
+            relative=relative_error(jax_side.lr, torch_side.lr),
+        ),
         targets=relative_error(np.asarray(j_targets), t_targets.numpy()),
         steps=[],
     )
@@ -714,13 +743,17 @@ def run(args: argparse.Namespace) -> Tuple[dict, bool]:
     per_epoch_err = np.abs(ours_lrs - released_lrs) / np.maximum(np.abs(released_lrs), TINY)
     e = int(np.argmax(per_epoch_err))
     figures["lr_schedule"] = dict(
-        max_relative=float(per_epoch_err[e]), worst_epoch=e, released=released_lrs.tolist(),
+        max_relative=float(per_epoch_err[e]),
+        worst_epoch=e,
+        released=released_lrs.tolist(),
         ours=ours_lrs.tolist(),
     )
-    print(f"lr at epoch {args.epoch}: released {torch_side.lr:.6g}, ours {jax_side.lr:.6g} "
-          f"(relative {_fmt(figures['lr']['relative'])}); over epochs 0-{len(epochs) - 1}: worst "
-          f"{_fmt(per_epoch_err[e])} at epoch {e} (released {released_lrs[e]:.6g}, ours "
-          f"{ours_lrs[e]:.6g}); targets {_fmt(figures['targets'])}")
+    print(
+        f"lr at epoch {args.epoch}: released {torch_side.lr:.6g}, ours {jax_side.lr:.6g} "
+        f"(relative {_fmt(figures['lr']['relative'])}); over epochs 0-{len(epochs) - 1}: worst "
+        f"{_fmt(per_epoch_err[e])} at epoch {e} (released {released_lrs[e]:.6g}, ours "
+        f"{ours_lrs[e]:.6g}); targets {_fmt(figures['targets'])}"
+    )
 
     params0 = jax_side.torch_to_ours(torch_side.state_dict())
     for i in range(max(args.steps, 1)):
@@ -730,8 +763,11 @@ def run(args: argparse.Namespace) -> Tuple[dict, bool]:
         step_fig: dict = dict(
             step=i,
             loss={
-                name: dict(released=t_res.loss[name], ours=j_res.loss[name],
-                           relative=relative_error(j_res.loss[name], t_res.loss[name]))
+                name: dict(
+                    released=t_res.loss[name],
+                    ours=j_res.loss[name],
+                    relative=relative_error(j_res.loss[name], t_res.loss[name]),
+                )
                 for name in t_res.loss
             },
         )
@@ -754,11 +790,13 @@ def run(args: argparse.Namespace) -> Tuple[dict, bool]:
             )
             step_fig["params"] = {g: dataclasses.asdict(e) for g, e in p_err.items()}
             step_fig["update"] = {g: dataclasses.asdict(e) for g, e in u_err.items()}
-            print(f"step {i + 1}: loss released {t_res.loss['total']:.6f} ours "
-                  f"{j_res.loss['total']:.6f} | params "
-                  + " ".join(f"{g} {_fmt(p_err[g].error)}" for g in GROUPS)
-                  + " | update (p_k - p_0) "
-                  + " ".join(f"{g} {_fmt(u_err[g].error)}" for g in GROUPS))
+            print(
+                f"step {i + 1}: loss released {t_res.loss['total']:.6f} ours "
+                f"{j_res.loss['total']:.6f} | params "
+                + " ".join(f"{g} {_fmt(p_err[g].error)}" for g in GROUPS)
+                + " | update (p_k - p_0) "
+                + " ".join(f"{g} {_fmt(u_err[g].error)}" for g in GROUPS)
+            )
         figures["steps"].append(step_fig)
 
     worst = dict(
@@ -787,11 +825,13 @@ def _print_step0(figures: dict) -> None:
     print("gradients per group (relative error; worst tensor)")
     for g in GROUPS + ("all",):
         e = figures["grad"][g]
-        print(f"  {g:8s} {_fmt(e['error'])}   most: {e['worst_leaf']} ({_fmt(e['worst_error'])}, "
-              f"{100 * e['worst_share']:.0f}% of the difference)")
+        print(
+            f"  {g:8s} {_fmt(e['error'])}   most: {e['worst_leaf']} ({_fmt(e['worst_error'])}, "
+            f"{100 * e['worst_share']:.0f}% of the difference)"
+        )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     figures, ok = run(args)
     if args.json:

@@ -27,61 +27,68 @@ from data_pipeline.synthetic import SyntheticOptions, generate  # noqa: E402
 
 
 def _write_videos(root: str) -> None:
-  """mp4 copy of every frame folder, at Clip/original/<id>.mp4 (DFEW's video version)."""
-  import av
+    """mp4 copy of every frame folder, at Clip/original/<id>.mp4 (DFEW's video version)."""
+    import av
 
-  frames_root = os.path.join(root, "Clip", "clip_224x224_16f")
-  out_root = os.path.join(root, "Clip", "original")
-  os.makedirs(out_root, exist_ok=True)
-  for name in sorted(os.listdir(frames_root)):
-    files = sorted(os.listdir(os.path.join(frames_root, name)), key=lambda n: int(n[:-4]))
-    frames = [np.asarray(Image.open(os.path.join(frames_root, name, f))) for f in files]
-    with av.open(os.path.join(out_root, name + ".mp4"), mode="w") as container:
-      stream = container.add_stream("mpeg4", rate=25)
-      stream.height, stream.width = frames[0].shape[:2]
-      stream.pix_fmt = "yuv420p"
-      for f in frames:
-        container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-      container.mux(stream.encode())
+    frames_root = os.path.join(root, "Clip", "clip_224x224_16f")
+    out_root = os.path.join(root, "Clip", "original")
+    os.makedirs(out_root, exist_ok=True)
+    for name in sorted(os.listdir(frames_root)):
+        files = sorted(os.listdir(os.path.join(frames_root, name)), key=lambda n: int(n[:-4]))
+        frames = [np.asarray(Image.open(os.path.join(frames_root, name, f))) for f in files]
+        with av.open(os.path.join(out_root, name + ".mp4"), mode="w") as container:
+            stream = container.add_stream("mpeg4", rate=25)
+            stream.height, stream.width = frames[0].shape[:2]
+            stream.pix_fmt = "yuv420p"
+            for f in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+            container.mux(stream.encode())
 
 
 def _time(cfg, batch: int, steps: int) -> float:
-  d = build_datasets(cfg, global_batch_size=batch, eval_batch_size=batch, seed=0)
-  next(d.train)  # warm-up: graph tracing, file opening
-  start = time.perf_counter()
-  for _ in range(steps):
-    next(d.train)
-  return steps * batch / (time.perf_counter() - start)
+    d = build_datasets(cfg, global_batch_size=batch, eval_batch_size=batch, seed=0)
+    next(d.train)  # warm-up: graph tracing, file opening
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(d.train)
+    return steps * batch / (time.perf_counter() - start)
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--clips", type=int, default=64)
-  parser.add_argument("--frames", type=int, default=16, help="frames stored per clip and T")
-  parser.add_argument("--size", type=int, default=112, help="stored frame size and output size")
-  parser.add_argument("--batch", type=int, default=8)
-  parser.add_argument("--steps", type=int, default=20)
-  args = parser.parse_args()
-  with tempfile.TemporaryDirectory() as tmp:
-    root = os.path.join(tmp, "tree")
-    generate(root, SyntheticOptions(num_clips=args.clips, num_frames=args.frames,
-                                    size=args.size, seed=0))
-    _write_videos(root)
-    results = {}
-    for label, source, version in (("frames (TFRecords)", "tfds", "16f"),
-                                   ("frames (JPEG folders)", "files", "16f"),
-                                   ("videos (decord)", "files", "video")):
-      cfg = get_data_config("dfew", flavor="reference")
-      cfg.data_dir, cfg.tfds_data_dir = root, os.path.join(tmp, "tfds")
-      cfg.source, cfg.frame_version, cfg.val_protocol = source, version, "test"
-      cfg.num_frames, cfg.image_size = args.frames, args.size
-      results[label] = _time(cfg, args.batch, args.steps)
-    print(f"train pipeline, {args.frames} frames at {args.size}px, batch {args.batch}, "
-          f"{os.cpu_count()} CPU cores:")
-    for label, rate in results.items():
-      print(f"  {label:24s} {rate:8.1f} clips/s (decoded + augmented + mixed)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clips", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=16, help="frames stored per clip and T")
+    parser.add_argument("--size", type=int, default=112, help="stored frame size and output size")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = os.path.join(tmp, "tree")
+        generate(
+            root,
+            SyntheticOptions(num_clips=args.clips, num_frames=args.frames, size=args.size, seed=0),
+        )
+        _write_videos(root)
+        results = {}
+        for label, source, version in (
+            ("frames (TFRecords)", "tfds", "16f"),
+            ("frames (JPEG folders)", "files", "16f"),
+            ("videos (decord)", "files", "video"),
+        ):
+            cfg = get_data_config("dfew", flavor="reference")
+            cfg.data_dir, cfg.tfds_data_dir = root, os.path.join(tmp, "tfds")
+            cfg.source, cfg.frame_version, cfg.val_protocol = source, version, "test"
+            cfg.num_frames, cfg.image_size = args.frames, args.size
+            results[label] = _time(cfg, args.batch, args.steps)
+        print(
+            f"train pipeline, {args.frames} frames at {args.size}px, batch {args.batch}, "
+            f"{os.cpu_count()} CPU cores:"
+        )
+        for label, rate in results.items():
+            print(f"  {label:24s} {rate:8.1f} clips/s (decoded + augmented + mixed)")
 
 
 if __name__ == "__main__":
-  main()
+    main()

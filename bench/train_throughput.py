@@ -48,12 +48,24 @@ def main(argv) -> None:
     t, s, k = config.data.num_frames, config.data.image_size, config.num_classes
     rng = np.random.default_rng(0)
     labels = rng.integers(0, k, batch).astype(np.int32)
-    train_batch = sharding.global_batch(mesh, dict(
-        clips=rng.random((batch, t, s, s, 3), dtype=np.float32), label=labels,
-        target=np.eye(k, dtype=np.float32)[labels]), train.TRAIN_KEYS)
-    eval_batch = sharding.global_batch(mesh, dict(
-        clips=rng.random((batch, 1, t, s, s, 3), dtype=np.float32), label=labels,
-        mask=np.ones(batch, bool)), evaluate.EVAL_KEYS)
+    train_batch = sharding.global_batch(
+        mesh,
+        dict(
+            clips=rng.random((batch, t, s, s, 3), dtype=np.float32),
+            label=labels,
+            target=np.eye(k, dtype=np.float32)[labels],
+        ),
+        train.TRAIN_KEYS,
+    )
+    eval_batch = sharding.global_batch(
+        mesh,
+        dict(
+            clips=rng.random((batch, 1, t, s, s, 3), dtype=np.float32),
+            label=labels,
+            mask=np.ones(batch, bool),
+        ),
+        evaluate.EVAL_KEYS,
+    )
 
     start = time.perf_counter()
     state = train_state.create_state(model, tx, config, mesh)
@@ -76,8 +88,10 @@ def main(argv) -> None:
     jax.block_until_ready(out)
     eval_rate = FLAGS.steps * batch / (time.perf_counter() - start)
 
-    print(f"model: {config.model_name} ({config.flavor}), input [{batch}, {t}, {s}, {s}, 3], "
-          f"{jax.device_count()} x {jax.devices()[0].device_kind}")
+    print(
+        f"model: {config.model_name} ({config.flavor}), input [{batch}, {t}, {s}, {s}, 3], "
+        f"{jax.device_count()} x {jax.devices()[0].device_kind}"
+    )
     print(f"compile s: {compile_s:.1f}")
     print(f"train clips/s: {train_rate:.3f}")
     print(f"eval clips/s: {eval_rate:.3f}")

@@ -24,106 +24,111 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclasses.dataclass(frozen=True)
 class AugmentOptions:
-  image_size: int = 224
-  flip_prob: float = 0.5
-  crop_scale: tuple[float, float] = (0.5, 1.0)
-  crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-  brightness: float = 0.4
-  contrast: float = 0.4
-  saturation: float = 0.4
-  hue: float = 0.4
-  enabled: bool = True
+    image_size: int = 224
+    flip_prob: float = 0.5
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.4
+    enabled: bool = True
 
 
 def _grayscale(x: tf.Tensor) -> tf.Tensor:
-  return tf.reduce_sum(x * tf.constant([0.299, 0.587, 0.114], x.dtype), -1, keepdims=True)
+    return tf.reduce_sum(x * tf.constant([0.299, 0.587, 0.114], x.dtype), -1, keepdims=True)
 
 
 def _blend(a: tf.Tensor, b: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
-  return tf.clip_by_value(factor * a + (1.0 - factor) * b, 0.0, 1.0)
+    return tf.clip_by_value(factor * a + (1.0 - factor) * b, 0.0, 1.0)
 
 
 def colour_jitter(clip: tf.Tensor, opts: AugmentOptions, seed: tf.Tensor) -> tf.Tensor:
-  """float32 [T, H, W, 3] in [0, 1] -> same; torchvision ColorJitter semantics, one draw per clip.
+    """float32 [T, H, W, 3] in [0, 1] -> same; torchvision ColorJitter semantics, one draw per clip.
 
-  Brightness/contrast/saturation factors ~ U[max(0, 1 - s), 1 + s], hue shift ~ U[-h, h] (fraction
-  of the hue circle); the four operations run in a random order, as in torchvision.
-  """
-  seeds = tf.random.experimental.stateless_split(seed, 5)
+    Brightness/contrast/saturation factors ~ U[max(0, 1 - s), 1 + s], hue shift ~ U[-h, h] (fraction
+    of the hue circle); the four operations run in a random order, as in torchvision.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 5)
 
-  def factor(s: float, k: int) -> tf.Tensor:
-    return tf.random.stateless_uniform([], seeds[k], max(0.0, 1.0 - s), 1.0 + s)
+    def factor(s: float, k: int) -> tf.Tensor:
+        return tf.random.stateless_uniform([], seeds[k], max(0.0, 1.0 - s), 1.0 + s)
 
-  b, c, s = factor(opts.brightness, 0), factor(opts.contrast, 1), factor(opts.saturation, 2)
-  h = tf.random.stateless_uniform([], seeds[3], -opts.hue, opts.hue)
-  ops = [
-      lambda x: tf.clip_by_value(x * b, 0.0, 1.0),
-      # Contrast blends with the mean grey level of each frame (torchvision's per-image mean).
-      lambda x: _blend(x, tf.reduce_mean(_grayscale(x), axis=(1, 2, 3), keepdims=True), c),
-      lambda x: _blend(x, _grayscale(x), s),
-      lambda x: tf.clip_by_value(tf.image.adjust_hue(x, h), 0.0, 1.0),
-  ]
-  active = [i for i, v in enumerate((opts.brightness, opts.contrast, opts.saturation, opts.hue))
-            if v > 0]
-  if not active:
+    b, c, s = factor(opts.brightness, 0), factor(opts.contrast, 1), factor(opts.saturation, 2)
+    h = tf.random.stateless_uniform([], seeds[3], -opts.hue, opts.hue)
+    ops = [
+        lambda x: tf.clip_by_value(x * b, 0.0, 1.0),
+        # Contrast blends with the mean grey level of each frame (torchvision's per-image mean).
+        lambda x: _blend(x, tf.reduce_mean(_grayscale(x), axis=(1, 2, 3), keepdims=True), c),
+        lambda x: _blend(x, _grayscale(x), s),
+        lambda x: tf.clip_by_value(tf.image.adjust_hue(x, h), 0.0, 1.0),
+    ]
+    active = [
+        i
+        for i, v in enumerate((opts.brightness, opts.contrast, opts.saturation, opts.hue))
+        if v > 0
+    ]
+    if not active:
+        return clip
+    order = tf.argsort(tf.random.stateless_uniform([4], seeds[4]))
+    for pos in range(4):
+        current = clip
+        branches = [(lambda i=i, x=current: ops[i](x) if i in active else x) for i in range(4)]
+        clip = tf.switch_case(order[pos], branches)
     return clip
-  order = tf.argsort(tf.random.stateless_uniform([4], seeds[4]))
-  for pos in range(4):
-    current = clip
-    branches = [(lambda i=i, x=current: ops[i](x) if i in active else x) for i in range(4)]
-    clip = tf.switch_case(order[pos], branches)
-  return clip
 
 
 def random_resized_crop(clip: tf.Tensor, opts: AugmentOptions, seed: tf.Tensor) -> tf.Tensor:
-  """uint8/float [T, h, w, 3] -> float32 [T, S, S, 3]; one crop box for all frames."""
-  shape = tf.shape(clip)
-  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      image_size=shape[1:],
-      bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
-      seed=seed,
-      min_object_covered=0.0,
-      aspect_ratio_range=opts.crop_ratio,
-      area_range=opts.crop_scale,
-      max_attempts=10,
-      use_image_if_no_bounding_boxes=True)
-  crop = clip[:, begin[0]: begin[0] + size[0], begin[1]: begin[1] + size[1], :]
-  return tf.image.resize(crop, [opts.image_size, opts.image_size], method="bilinear",
-                         antialias=True)
+    """uint8/float [T, h, w, 3] -> float32 [T, S, S, 3]; one crop box for all frames."""
+    shape = tf.shape(clip)
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        image_size=shape[1:],
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=opts.crop_ratio,
+        area_range=opts.crop_scale,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    crop = clip[:, begin[0] : begin[0] + size[0], begin[1] : begin[1] + size[1], :]
+    return tf.image.resize(
+        crop, [opts.image_size, opts.image_size], method="bilinear", antialias=True
+    )
 
 
 def train_augment(frames: tf.Tensor, opts: AugmentOptions, seed: tf.Tensor) -> tf.Tensor:
-  """uint8 [T, h, w, 3] -> float32 [T, S, S, 3] in [0, 1]; one random draw for all frames."""
-  if not opts.enabled:
-    return eval_transform(frames, opts.image_size)
-  seeds = tf.random.experimental.stateless_split(seed, 3)
-  flip = tf.random.stateless_uniform([], seeds[0]) < opts.flip_prob
-  frames = tf.cond(flip, lambda: tf.reverse(frames, axis=[2]), lambda: frames)
-  clip = random_resized_crop(frames, opts, seeds[1]) / 255.0
-  clip = tf.clip_by_value(clip, 0.0, 1.0)
-  return colour_jitter(clip, opts, seeds[2])
+    """uint8 [T, h, w, 3] -> float32 [T, S, S, 3] in [0, 1]; one random draw for all frames."""
+    if not opts.enabled:
+        return eval_transform(frames, opts.image_size)
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    flip = tf.random.stateless_uniform([], seeds[0]) < opts.flip_prob
+    frames = tf.cond(flip, lambda: tf.reverse(frames, axis=[2]), lambda: frames)
+    clip = random_resized_crop(frames, opts, seeds[1]) / 255.0
+    clip = tf.clip_by_value(clip, 0.0, 1.0)
+    return colour_jitter(clip, opts, seeds[2])
 
 
 def eval_transform(frames: tf.Tensor, image_size: int) -> tf.Tensor:
-  """uint8 [..., T, h, w, 3] -> float32 [..., T, S, S, 3] in [0, 1]: short side S, centre crop."""
-  shape = tf.shape(frames)
-  h, w = tf.cast(shape[-3], tf.float32), tf.cast(shape[-2], tf.float32)
-  scale = image_size / tf.minimum(h, w)
-  nh = tf.maximum(image_size, tf.cast(tf.round(h * scale), tf.int32))
-  nw = tf.maximum(image_size, tf.cast(tf.round(w * scale), tf.int32))
-  flat = tf.reshape(frames, tf.concat([[-1], shape[-3:]], 0))
-  resized = tf.image.resize(flat, [nh, nw], method="bilinear", antialias=True)
-  top, left = (nh - image_size) // 2, (nw - image_size) // 2
-  crop = resized[:, top: top + image_size, left: left + image_size, :]
-  out_shape = tf.concat([shape[:-3], [image_size, image_size, 3]], 0)
-  return tf.clip_by_value(tf.reshape(crop, out_shape) / 255.0, 0.0, 1.0)
+    """uint8 [..., T, h, w, 3] -> float32 [..., T, S, S, 3] in [0, 1]: short side S, centre crop."""
+    shape = tf.shape(frames)
+    h, w = tf.cast(shape[-3], tf.float32), tf.cast(shape[-2], tf.float32)
+    scale = image_size / tf.minimum(h, w)
+    nh = tf.maximum(image_size, tf.cast(tf.round(h * scale), tf.int32))
+    nw = tf.maximum(image_size, tf.cast(tf.round(w * scale), tf.int32))
+    flat = tf.reshape(frames, tf.concat([[-1], shape[-3:]], 0))
+    resized = tf.image.resize(flat, [nh, nw], method="bilinear", antialias=True)
+    top, left = (nh - image_size) // 2, (nw - image_size) // 2
+    crop = resized[:, top : top + image_size, left : left + image_size, :]
+    out_shape = tf.concat([shape[:-3], [image_size, image_size, 3]], 0)
+    return tf.clip_by_value(tf.reshape(crop, out_shape) / 255.0, 0.0, 1.0)
 
 
 def normalize(clip: tf.Tensor, mode: str) -> tf.Tensor:
-  """[..., 3] in [0, 1] -> "unit": unchanged (the authors' input);
-  "imagenet": (x - mean) / std."""
-  if mode == "unit":
-    return clip
-  if mode == "imagenet":
-    return (clip - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
-  raise ValueError(f"normalization must be 'unit' or 'imagenet', got {mode!r}")
+    """[..., 3] in [0, 1] -> "unit": unchanged (the authors' input);
+    "imagenet": (x - mean) / std."""
+    if mode == "unit":
+        return clip
+    if mode == "imagenet":
+        return (clip - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
+    raise ValueError(f"normalization must be 'unit' or 'imagenet', got {mode!r}")

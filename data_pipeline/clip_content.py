@@ -14,41 +14,42 @@ from data_pipeline.video import decode_video
 
 
 def encode_jpeg(frame: np.ndarray, quality: int = 95) -> bytes:
-  """uint8 [H, W, 3] -> JPEG bytes."""
-  buf = io.BytesIO()
-  Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
-  return buf.getvalue()
+    """uint8 [H, W, 3] -> JPEG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
 
 
 def _is_jpeg(data: bytes) -> bool:
-  return data[:3] == b"\xff\xd8\xff"
+    return data[:3] == b"\xff\xd8\xff"
 
 
-def load_clip_jpegs(record: ClipRecord, *, validate: bool = True,
-                    max_frames: int = 0) -> list[bytes]:
-  """Returns the clip's frames as JPEG bytes, in temporal order.
+def load_clip_jpegs(
+    record: ClipRecord, *, validate: bool = True, max_frames: int = 0
+) -> list[bytes]:
+    """Returns the clip's frames as JPEG bytes, in temporal order.
 
-  Frame folders: files sorted numerically, each checked to decode fully (validate=True); PNGs are
-  re-encoded as JPEG. Videos: all frames decoded with decord and encoded as JPEG.
-  max_frames > 0 keeps that many frames spread uniformly over the clip (for long videos).
-  Raises DataError naming the file for a missing/empty folder or a corrupt frame/video.
-  """
-  if record.frames_dir is not None:
-    paths = list_frames(record.frames_dir)
-    if max_frames and len(paths) > max_frames:
-      keep = np.linspace(0, len(paths) - 1, max_frames).round().astype(int)
-      paths = [paths[i] for i in keep]
-    out = []
-    for p in paths:
-      data = read_checked_image(p, validate=validate)
-      if not _is_jpeg(data):
-        with Image.open(io.BytesIO(data)) as img:
-          data = encode_jpeg(np.asarray(img.convert("RGB")))
-      out.append(data)
-    return out
-  if record.video_path is None:
-    raise DataError(record.clip_id, "record has neither frames nor video")
-  frames = decode_video(record.video_path)
-  if max_frames and len(frames) > max_frames:
-    frames = frames[np.linspace(0, len(frames) - 1, max_frames).round().astype(int)]
-  return [encode_jpeg(f) for f in frames]
+    Frame folders: files sorted numerically, each checked to decode fully (validate=True); PNGs are
+    re-encoded as JPEG. Videos: all frames decoded with decord and encoded as JPEG.
+    max_frames > 0 keeps that many frames spread uniformly over the clip (for long videos).
+    Raises DataError naming the file for a missing/empty folder or a corrupt frame/video.
+    """
+    if record.frames_dir is not None:
+        paths = list_frames(record.frames_dir)
+        if max_frames and len(paths) > max_frames:
+            keep = np.linspace(0, len(paths) - 1, max_frames).round().astype(int)
+            paths = [paths[i] for i in keep]
+        out = []
+        for p in paths:
+            data = read_checked_image(p, validate=validate)
+            if not _is_jpeg(data):
+                with Image.open(io.BytesIO(data)) as img:
+                    data = encode_jpeg(np.asarray(img.convert("RGB")))
+            out.append(data)
+        return out
+    if record.video_path is None:
+        raise DataError(record.clip_id, "record has neither frames nor video")
+    frames = decode_video(record.video_path)
+    if max_frames and len(frames) > max_frames:
+        frames = frames[np.linspace(0, len(frames) - 1, max_frames).round().astype(int)]
+    return [encode_jpeg(f) for f in frames]

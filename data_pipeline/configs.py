@@ -20,103 +20,139 @@ from ml_collections import config_dict
 
 
 def _common(name: str) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.name = name
-  # Root of the official layout (manual_dir). For "synthetic": where generated trees are kept
-  # (default ~/.cache/ifdd_jax).
-  c.data_dir = config_dict.placeholder(str)
-  # Where prepared TFRecords go; None = TFDS's default (~/tensorflow_datasets), or
-  # <synthetic tree>/tfds for the synthetic set.
-  c.tfds_data_dir = config_dict.placeholder(str)
-  c.source = "tfds"            # "tfds": prepare once, read TFRecords; "files": read the tree
-  c.fold = 1                   # 1..5 (DFEW, MAFW, synthetic); ignored for FERV39k
-  c.frame_version = "16f"      # DFEW: "16f" (clip_224x224_16f), "all" (clip_224x224), "video"
-  c.prefer = "frames"          # MAFW: "frames" (data/frames) or "video" (data/clips)
-  c.max_stored_frames = 0      # > 0: keep that many frames spread over long clips when preparing
-  c.num_frames = 16            # T
-  c.image_size = 224           # H = W
-  c.num_eval_views = 1         # V temporal views per clip at evaluation (logits averaged)
-  c.short_clip_policy = "stretch"  # clips with fewer than T frames: "stretch" | "loop" | "skip"
-  c.val_protocol = "holdout"   # "holdout": stratified split of the training fold; "test": val = test
-  c.val_fraction = 0.2         # 4:1 train/val as in the paper
-  c.split_seed = 0
-  c.on_bad_clip = "skip"       # "skip": counted and reported; "error": stop at the first bad clip
-  c.validate_frames = True     # decode every JPEG / probe every video once when preparing
-  c.normalization = "unit"     # "unit": [0, 1] as the authors; "imagenet": mean/std
-  # Placeholders below take the flavor's value in resolve_flavor_defaults.
-  c.augment = ml_collections.ConfigDict(dict(
-      enabled=True, flip_prob=0.5, crop_scale_min=0.5, crop_scale_max=1.0,
-      crop_ratio_min=3 / 4, crop_ratio_max=4 / 3,
-      brightness=config_dict.placeholder(float), contrast=config_dict.placeholder(float),
-      saturation=config_dict.placeholder(float), hue=config_dict.placeholder(float)))
-  c.mix = ml_collections.ConfigDict(dict(
-      enabled=config_dict.placeholder(bool), mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0,
-      switch_prob=0.5, label_smoothing=config_dict.placeholder(float)))
-  c.shuffle_buffer = 1024
-  c.num_parallel_calls = -1    # tf.data threads; -1 = TF's default pool
-  c.prefetch = 2
-  return c
+    c = ml_collections.ConfigDict()
+    c.name = name
+    # Root of the official layout (manual_dir). For "synthetic": where generated trees are kept
+    # (default ~/.cache/ifdd_jax).
+    c.data_dir = config_dict.placeholder(str)
+    # Where prepared TFRecords go; None = TFDS's default (~/tensorflow_datasets), or
+    # <synthetic tree>/tfds for the synthetic set.
+    c.tfds_data_dir = config_dict.placeholder(str)
+    c.source = "tfds"  # "tfds": prepare once, read TFRecords; "files": read the tree
+    c.fold = 1  # 1..5 (DFEW, MAFW, synthetic); ignored for FERV39k
+    c.frame_version = "16f"  # DFEW: "16f" (clip_224x224_16f), "all" (clip_224x224), "video"
+    c.prefer = "frames"  # MAFW: "frames" (data/frames) or "video" (data/clips)
+    c.max_stored_frames = 0  # > 0: keep that many frames spread over long clips when preparing
+    c.num_frames = 16  # T
+    c.image_size = 224  # H = W
+    c.num_eval_views = 1  # V temporal views per clip at evaluation (logits averaged)
+    c.short_clip_policy = "stretch"  # clips with fewer than T frames: "stretch" | "loop" | "skip"
+    c.val_protocol = (
+        "holdout"  # "holdout": stratified split of the training fold; "test": val = test
+    )
+    c.val_fraction = 0.2  # 4:1 train/val as in the paper
+    c.split_seed = 0
+    c.on_bad_clip = "skip"  # "skip": counted and reported; "error": stop at the first bad clip
+    c.validate_frames = True  # decode every JPEG / probe every video once when preparing
+    c.normalization = "unit"  # "unit": [0, 1] as the authors; "imagenet": mean/std
+    # Placeholders below take the flavor's value in resolve_flavor_defaults.
+    c.augment = ml_collections.ConfigDict(
+        dict(
+            enabled=True,
+            flip_prob=0.5,
+            crop_scale_min=0.5,
+            crop_scale_max=1.0,
+            crop_ratio_min=3 / 4,
+            crop_ratio_max=4 / 3,
+            brightness=config_dict.placeholder(float),
+            contrast=config_dict.placeholder(float),
+            saturation=config_dict.placeholder(float),
+            hue=config_dict.placeholder(float),
+        )
+    )
+    c.mix = ml_collections.ConfigDict(
+        dict(
+            enabled=config_dict.placeholder(bool),
+            mixup_alpha=0.8,
+            cutmix_alpha=1.0,
+            prob=1.0,
+            switch_prob=0.5,
+            label_smoothing=config_dict.placeholder(float),
+        )
+    )
+    c.shuffle_buffer = 1024
+    c.num_parallel_calls = -1  # tf.data threads; -1 = TF's default pool
+    c.prefetch = 2
+    return c
 
 
 # (section, field) -> value per flavor, for the fields left as placeholders in _common.
 FLAVOR_DATA_DEFAULTS = {
     "paper": {
-        ("augment", "brightness"): 0.0, ("augment", "contrast"): 0.0,
-        ("augment", "saturation"): 0.0, ("augment", "hue"): 0.0,
-        ("mix", "enabled"): False, ("mix", "label_smoothing"): 0.0,
+        ("augment", "brightness"): 0.0,
+        ("augment", "contrast"): 0.0,
+        ("augment", "saturation"): 0.0,
+        ("augment", "hue"): 0.0,
+        ("mix", "enabled"): False,
+        ("mix", "label_smoothing"): 0.0,
     },
     "reference": {
-        ("augment", "brightness"): 0.4, ("augment", "contrast"): 0.4,
-        ("augment", "saturation"): 0.4, ("augment", "hue"): 0.4,
-        ("mix", "enabled"): True, ("mix", "label_smoothing"): 0.1,
+        ("augment", "brightness"): 0.4,
+        ("augment", "contrast"): 0.4,
+        ("augment", "saturation"): 0.4,
+        ("augment", "hue"): 0.4,
+        ("mix", "enabled"): True,
+        ("mix", "label_smoothing"): 0.1,
     },
 }
 
 
 def resolve_flavor_defaults(cfg: ml_collections.ConfigDict, flavor: str) -> dict:
-  """Fills the flavor-dependent fields of a data config that are still unset (None), in place.
+    """Fills the flavor-dependent fields of a data config that are still unset (None), in place.
 
-  Returns {"augment.brightness": value, ...} of the fields it filled; fields the user set are
-  kept as they are.
-  """
-  if flavor not in FLAVOR_DATA_DEFAULTS:
-    raise ValueError(f"flavor must be one of {sorted(FLAVOR_DATA_DEFAULTS)}, got {flavor!r}")
-  filled = {}
-  for (section, field), value in FLAVOR_DATA_DEFAULTS[flavor].items():
-    if cfg[section][field] is None:
-      cfg[section][field] = value
-      filled[f"{section}.{field}"] = value
-  return filled
+    Returns {"augment.brightness": value, ...} of the fields it filled; fields the user set are
+    kept as they are.
+    """
+    if flavor not in FLAVOR_DATA_DEFAULTS:
+        raise ValueError(f"flavor must be one of {sorted(FLAVOR_DATA_DEFAULTS)}, got {flavor!r}")
+    filled = {}
+    for (section, field), value in FLAVOR_DATA_DEFAULTS[flavor].items():
+        if cfg[section][field] is None:
+            cfg[section][field] = value
+            filled[f"{section}.{field}"] = value
+    return filled
 
 
 def check_resolved(cfg: ml_collections.ConfigDict) -> None:
-  """Raises a ValueError naming the flavor-dependent fields that are still unset."""
-  unset = [f"data.{section}.{field}" for section, field in FLAVOR_DATA_DEFAULTS["paper"]
-           if cfg[section][field] is None]
-  if unset:
-    raise ValueError(
-        f"data config fields {', '.join(unset)} are unset: they take the flavor's value "
-        "through "
-        "data_pipeline.configs.resolve_flavor_defaults(cfg, flavor) (the main job does this), "
-        "or set them explicitly")
+    """Raises a ValueError naming the flavor-dependent fields that are still unset."""
+    unset = [
+        f"data.{section}.{field}"
+        for section, field in FLAVOR_DATA_DEFAULTS["paper"]
+        if cfg[section][field] is None
+    ]
+    if unset:
+        raise ValueError(
+            f"data config fields {', '.join(unset)} are unset: they take the flavor's value "
+            "through "
+            "data_pipeline.configs.resolve_flavor_defaults(cfg, flavor) (the main job does this), "
+            "or set them explicitly"
+        )
 
 
 def get_data_config(name: str, flavor: str | None = None) -> ml_collections.ConfigDict:
-  """Data config with defaults for one dataset; with `flavor`, its augmentation resolved too."""
-  c = _common(name)
-  if name == "dfew":
-    pass
-  elif name == "ferv39k":
-    c.fold = 0  # one official split; kept typed for overrides
-  elif name == "mafw":
-    c.num_frames = 32  # the paper samples 32 frames for MAFW
-  elif name == "synthetic":
-    c.image_size = 64
-    c.synthetic = ml_collections.ConfigDict(dict(
-        num_clips=300, num_frames=16, size=64, seed=0, event_frames=3, imbalance="dfew",
-        label_noise=0.0))
-  else:
-    raise ValueError(f"unknown dataset {name!r}; choose dfew, ferv39k, mafw or synthetic")
-  if flavor is not None:
-    resolve_flavor_defaults(c, flavor)
-  return c
+    """Data config with defaults for one dataset; with `flavor`, its augmentation resolved too."""
+    c = _common(name)
+    if name == "dfew":
+        pass
+    elif name == "ferv39k":
+        c.fold = 0  # one official split; kept typed for overrides
+    elif name == "mafw":
+        c.num_frames = 32  # the paper samples 32 frames for MAFW
+    elif name == "synthetic":
+        c.image_size = 64
+        c.synthetic = ml_collections.ConfigDict(
+            dict(
+                num_clips=300,
+                num_frames=16,
+                size=64,
+                seed=0,
+                event_frames=3,
+                imbalance="dfew",
+                label_noise=0.0,
+            )
+        )
+    else:
+        raise ValueError(f"unknown dataset {name!r}; choose dfew, ferv39k, mafw or synthetic")
+    if flavor is not None:
+        resolve_flavor_defaults(c, flavor)
+    return c

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -26,12 +25,14 @@ def _face_detector():
     path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
     detector = cv2.CascadeClassifier(path)
     if detector.empty():
-        raise FileNotFoundError(f"{path}: OpenCV's bundled face cascade is missing (OpenCV 5 "
-                                f"dropped it; install opencv-python-headless<5)")
+        raise FileNotFoundError(
+            f"{path}: OpenCV's bundled face cascade is missing (OpenCV 5 "
+            f"dropped it; install opencv-python-headless<5)"
+        )
     return detector
 
 
-def face_box(frames: np.ndarray) -> Optional[tuple]:
+def face_box(frames: np.ndarray) -> tuple | None:
     """(top, left, size) of a square around the face of uint8 `frames` [T, h, w, 3], from the
     median of the largest detections on a few frames, or None when no face is found."""
     detector = _face_detector()
@@ -39,8 +40,9 @@ def face_box(frames: np.ndarray) -> Optional[tuple]:
     boxes = []
     for i in np.linspace(0, len(frames) - 1, min(FACE_PROBES, len(frames))).round().astype(int):
         gray = cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY)
-        found = detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4,
-                                          minSize=(max(16, min(h, w) // 10),) * 2)
+        found = detector.detectMultiScale(
+            gray, scaleFactor=1.1, minNeighbors=4, minSize=(max(16, min(h, w) // 10),) * 2
+        )
         if len(found):
             boxes.append(max(found, key=lambda b: b[2] * b[3]))
     if not boxes:

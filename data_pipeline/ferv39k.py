@@ -24,46 +24,57 @@ SPLIT_FILES = {"train": "train_All.csv", "test": "test_All.csv"}
 
 
 def _media_for(clips_root: str, rel: str) -> tuple[str | None, str | None]:
-  """(frames_dir, video_path) for a listed clip; both None when nothing is on disk."""
-  path = os.path.join(clips_root, rel)
-  if os.path.isdir(path):
-    return path, None
-  if os.path.isfile(path) and path.lower().endswith(VIDEO_EXTENSIONS):
-    return None, path
-  for ext in VIDEO_EXTENSIONS:
-    if os.path.isfile(path + ext):
-      return None, path + ext
-  return None, None
+    """(frames_dir, video_path) for a listed clip; both None when nothing is on disk."""
+    path = os.path.join(clips_root, rel)
+    if os.path.isdir(path):
+        return path, None
+    if os.path.isfile(path) and path.lower().endswith(VIDEO_EXTENSIONS):
+        return None, path
+    for ext in VIDEO_EXTENSIONS:
+        if os.path.isfile(path + ext):
+            return None, path + ext
+    return None, None
 
 
 def read_ferv39k(root: str, *, on_bad_clip: str = "skip") -> DatasetIndex:
-  """Reads FERV39k's official train/test split into ClipRecords."""
-  if not os.path.isdir(root):
-    raise DataError(root, "FERV39k root folder is missing")
-  split_dir = find_first(root, SPLIT_DIRS, "FERV39k split folder (All_scenes)", kind="dir")
-  clips_root = find_first(root, CLIP_DIRS, "FERV39k clip folder", kind="dir")
-  skipped, splits = SkipReport(), {}
-  for split, filename in SPLIT_FILES.items():
-    path = os.path.join(split_dir, filename)
-    rows = read_whitespace_rows(path)
-    require_rows(path, rows)
-    records = []
-    for line, row in rows:
-      origin = f"{path}:{line}"
-      if len(row) < 2:
-        raise DataError(origin, f"expected '<clip path> <ClassName>', got {' '.join(row)!r}")
-      rel, name = row[-2], row[-1]
-      label = labels_lib.ferv39k_label(name)
-      if label is None:
-        raise DataError(origin, f"unknown label {name!r} (expected one of "
-                        f"{', '.join(labels_lib.FERV39K_CLASSES)})")
-      rel = rel.strip("/")
-      frames_dir, video = _media_for(clips_root, rel)
-      if frames_dir is None and video is None:
-        handle_bad_clip(skipped, on_bad_clip, rel, os.path.join(clips_root, rel),
-                        f"frame folder or video is missing (listed at {origin})")
-        continue
-      records.append(ClipRecord(rel, label, frames_dir=frames_dir, video_path=video,
-                                origin=origin))
-    splits[split] = records
-  return DatasetIndex("ferv39k", labels_lib.FERV39K_CLASSES, splits, skipped, {})
+    """Reads FERV39k's official train/test split into ClipRecords."""
+    if not os.path.isdir(root):
+        raise DataError(root, "FERV39k root folder is missing")
+    split_dir = find_first(root, SPLIT_DIRS, "FERV39k split folder (All_scenes)", kind="dir")
+    clips_root = find_first(root, CLIP_DIRS, "FERV39k clip folder", kind="dir")
+    skipped, splits = SkipReport(), {}
+    for split, filename in SPLIT_FILES.items():
+        path = os.path.join(split_dir, filename)
+        rows = read_whitespace_rows(path)
+        require_rows(path, rows)
+        records = []
+        for line, row in rows:
+            origin = f"{path}:{line}"
+            if len(row) < 2:
+                raise DataError(
+                    origin, f"expected '<clip path> <ClassName>', got {' '.join(row)!r}"
+                )
+            rel, name = row[-2], row[-1]
+            label = labels_lib.ferv39k_label(name)
+            if label is None:
+                raise DataError(
+                    origin,
+                    f"unknown label {name!r} (expected one of "
+                    f"{', '.join(labels_lib.FERV39K_CLASSES)})",
+                )
+            rel = rel.strip("/")
+            frames_dir, video = _media_for(clips_root, rel)
+            if frames_dir is None and video is None:
+                handle_bad_clip(
+                    skipped,
+                    on_bad_clip,
+                    rel,
+                    os.path.join(clips_root, rel),
+                    f"frame folder or video is missing (listed at {origin})",
+                )
+                continue
+            records.append(
+                ClipRecord(rel, label, frames_dir=frames_dir, video_path=video, origin=origin)
+            )
+        splits[split] = records
+    return DatasetIndex("ferv39k", labels_lib.FERV39K_CLASSES, splits, skipped, {})

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import List, Optional
 
 import numpy as np
 from PIL import Image
@@ -31,7 +30,7 @@ class Source:
     path: str
     kind: str  # "video" | "frames"
 
-    def _frame_files(self) -> List[str]:
+    def _frame_files(self) -> list[str]:
         return list_frames(self.path)
 
     def num_frames(self) -> int:
@@ -39,7 +38,7 @@ class Source:
             return video_num_frames(self.path)
         return len(self._frame_files())
 
-    def fps(self) -> Optional[float]:
+    def fps(self) -> float | None:
         """Frames per second of a video (None for frame folders, which carry no rate)."""
         if self.kind != "video":
             return None
@@ -68,7 +67,7 @@ def _holds_frames(folder: str) -> bool:
     return any(n.lower().endswith(FRAME_EXTENSIONS) for n in os.listdir(folder))
 
 
-def discover_sources(path: str) -> List[Source]:
+def discover_sources(path: str) -> list[Source]:
     """The clips under `path`: a video file, a frame folder, or a folder of videos and frame
     folders (its direct children, sorted by name)."""
     if not os.path.exists(path):
@@ -85,8 +84,11 @@ def discover_sources(path: str) -> List[Source]:
         elif os.path.isfile(child) and name.lower().endswith(VIDEO_EXTENSIONS):
             sources.append(Source(child, "video"))
     if not sources:
-        raise DataError(path, f"holds no video ({', '.join(VIDEO_EXTENSIONS)}), no frames "
-                              f"({', '.join(FRAME_EXTENSIONS)}) and no frame folders")
+        raise DataError(
+            path,
+            f"holds no video ({', '.join(VIDEO_EXTENSIONS)}), no frames "
+            f"({', '.join(FRAME_EXTENSIONS)}) and no frame folders",
+        )
     return sources
 
 
@@ -96,8 +98,14 @@ def sample_indices(num_frames: int, config) -> np.ndarray:
     from data_pipeline.sampling import eval_indices
 
     d = config.data
-    return np.asarray(eval_indices(num_frames, int(d.num_frames), int(d.get("num_eval_views", 1)),
-                                   d.get("short_clip_policy", "stretch")))
+    return np.asarray(
+        eval_indices(
+            num_frames,
+            int(d.num_frames),
+            int(d.get("num_eval_views", 1)),
+            d.get("short_clip_policy", "stretch"),
+        )
+    )
 
 
 def preprocess(frames: np.ndarray, config) -> np.ndarray:
@@ -116,11 +124,18 @@ class Clip:
 
     clips: np.ndarray
     indices: np.ndarray  # [V, T] frame indices into the source
-    face: Optional[tuple]  # (top, left, size) when cropped
+    face: tuple | None  # (top, left, size) when cropped
 
 
-def read_clip(source: Source, config, *, start: int = 0, stop: Optional[int] = None,
-              crop_faces: bool = False, num_frames: Optional[int] = None) -> Clip:
+def read_clip(
+    source: Source,
+    config,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    crop_faces: bool = False,
+    num_frames: int | None = None,
+) -> Clip:
     """Frames [start, stop) of `source` sampled and preprocessed as evaluation does; with
     `crop_faces`, cropped to the face found on the first view (data_pipeline.face_crop)."""
     n = source.num_frames() if num_frames is None else num_frames
@@ -135,5 +150,19 @@ def read_clip(source: Source, config, *, start: int = 0, stop: Optional[int] = N
         box = face_box(frames[0])
         if box is not None:
             top, left, size = box
-            frames = frames[:, :, top:top + size, left:left + size]
+            frames = frames[:, :, top : top + size, left : left + size]
     return Clip(preprocess(frames, config), indices, box)
+
+
+def windows(n: int, size: int, stride: int) -> list[tuple]:
+    """[start, stop) windows of `size` frames every `stride` frames over `n` frames (a timeline of
+    a long input); a last partial window is kept only when it covers at least half a window."""
+    spans = []
+    for start in range(0, n, stride):
+        stop = min(start + size, n)
+        if stop - start < size and spans and stop - start < size / 2:
+            break
+        spans.append((start, stop))
+        if stop == n:
+            break
+    return spans

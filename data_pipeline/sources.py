@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -33,173 +33,217 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class SplitSource:
-  """Raw clips of one split for one host."""
+    """Raw clips of one split for one host."""
 
-  make: Callable[[], tf.data.Dataset]
-  host_counts: list[int]       # clips per host, all hosts (before any short-clip filtering)
-  process_index: int
-  frame_counts: Callable[[], list[int]] | None = None  # all clips' n, for the "skip" policy
+    make: Callable[[], tf.data.Dataset]
+    host_counts: list[int]  # clips per host, all hosts (before any short-clip filtering)
+    process_index: int
+    frame_counts: Callable[[], list[int]] | None = None  # all clips' n, for the "skip" policy
 
-  @property
-  def num_examples(self) -> int:
-    return self.host_counts[self.process_index]
+    @property
+    def num_examples(self) -> int:
+        return self.host_counts[self.process_index]
 
-  @property
-  def offset(self) -> int:
-    return sum(self.host_counts[: self.process_index])
+    @property
+    def offset(self) -> int:
+        return sum(self.host_counts[: self.process_index])
 
-  @property
-  def total(self) -> int:
-    return sum(self.host_counts)
+    @property
+    def total(self) -> int:
+        return sum(self.host_counts)
 
 
 def even_counts(n: int, process_count: int) -> list[int]:
-  return [n // process_count + (1 if p < n % process_count else 0) for p in range(process_count)]
+    return [n // process_count + (1 if p < n % process_count else 0) for p in range(process_count)]
 
 
 # ---------------------------------------------------------------- TFDS
-def tfds_split_sources(builder: tfds.core.DatasetBuilder, split_specs: dict[str, str], *,
-                       process_index: int, process_count: int) -> dict[str, SplitSource]:
-  """split_specs maps our names ("train", "val", "test") to TFDS split strings ("train+val")."""
-  read_config = tfds.ReadConfig(try_autocache=False, shuffle_seed=0)
-  out = {}
-  for name, spec in split_specs.items():
-    subs = [tfds.split_for_jax_process(spec, process_index=p, process_count=process_count)
-            for p in range(process_count)]
-    counts = [builder.info.splits[s].num_examples for s in subs]
+def tfds_split_sources(
+    builder: tfds.core.DatasetBuilder,
+    split_specs: dict[str, str],
+    *,
+    process_index: int,
+    process_count: int,
+) -> dict[str, SplitSource]:
+    """split_specs maps our names ("train", "val", "test") to TFDS split strings ("train+val")."""
+    read_config = tfds.ReadConfig(try_autocache=False, shuffle_seed=0)
+    out = {}
+    for name, spec in split_specs.items():
+        subs = [
+            tfds.split_for_jax_process(spec, process_index=p, process_count=process_count)
+            for p in range(process_count)
+        ]
+        counts = [builder.info.splits[s].num_examples for s in subs]
 
-    def make(sub=subs[process_index]) -> tf.data.Dataset:
-      ds = builder.as_dataset(split=sub, shuffle_files=False, read_config=read_config,
-                              decoders={"frames": tfds.decode.SkipDecoding()})
-      return ds.map(lambda x: {
-          "frames": x["frames"], "is_path": tf.constant(False), "video": tf.constant(""),
-          "num_frames": tf.cast(x["num_frames"], tf.int32),
-          "label": tf.cast(x["label"], tf.int32), "clip_id": x["clip_id"]})
+        def make(sub=subs[process_index]) -> tf.data.Dataset:
+            ds = builder.as_dataset(
+                split=sub,
+                shuffle_files=False,
+                read_config=read_config,
+                decoders={"frames": tfds.decode.SkipDecoding()},
+            )
+            return ds.map(
+                lambda x: {
+                    "frames": x["frames"],
+                    "is_path": tf.constant(False),
+                    "video": tf.constant(""),
+                    "num_frames": tf.cast(x["num_frames"], tf.int32),
+                    "label": tf.cast(x["label"], tf.int32),
+                    "clip_id": x["clip_id"],
+                }
+            )
 
-    def frame_counts(spec=spec) -> list[int]:
-      ds = builder.as_dataset(split=spec, shuffle_files=False, read_config=read_config,
-                              decoders={"frames": tfds.decode.SkipDecoding()})
-      return [int(n) for n in ds.map(lambda x: x["num_frames"]).as_numpy_iterator()]
+        def frame_counts(spec=spec) -> list[int]:
+            ds = builder.as_dataset(
+                split=spec,
+                shuffle_files=False,
+                read_config=read_config,
+                decoders={"frames": tfds.decode.SkipDecoding()},
+            )
+            return [int(n) for n in ds.map(lambda x: x["num_frames"]).as_numpy_iterator()]
 
-    out[name] = SplitSource(make, counts, process_index, frame_counts)
-  return out
+        out[name] = SplitSource(make, counts, process_index, frame_counts)
+    return out
 
 
 # ---------------------------------------------------------------- raw tree
-def read_index(dataset: str, root: str, *, fold: int, frame_version: str, prefer: str,
-               on_bad_clip: str) -> DatasetIndex:
-  if dataset in ("dfew", "synthetic"):
-    return dfew.read_dfew(root, fold, frame_version=frame_version, on_bad_clip=on_bad_clip)
-  if dataset == "ferv39k":
-    return ferv39k.read_ferv39k(root, on_bad_clip=on_bad_clip)
-  if dataset == "mafw":
-    return mafw.read_mafw(root, fold, prefer=prefer, on_bad_clip=on_bad_clip)
-  raise ValueError(f"unknown dataset {dataset!r}")
+def read_index(
+    dataset: str, root: str, *, fold: int, frame_version: str, prefer: str, on_bad_clip: str
+) -> DatasetIndex:
+    if dataset in ("dfew", "synthetic"):
+        return dfew.read_dfew(root, fold, frame_version=frame_version, on_bad_clip=on_bad_clip)
+    if dataset == "ferv39k":
+        return ferv39k.read_ferv39k(root, on_bad_clip=on_bad_clip)
+    if dataset == "mafw":
+        return mafw.read_mafw(root, fold, prefer=prefer, on_bad_clip=on_bad_clip)
+    raise ValueError(f"unknown dataset {dataset!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class _CheckedClip:
-  record: ClipRecord
-  frame_paths: tuple[str, ...]
-  num_frames: int
+    record: ClipRecord
+    frame_paths: tuple[str, ...]
+    num_frames: int
 
 
 def check_clip(record: ClipRecord, *, validate: bool) -> _CheckedClip:
-  """Lists (and optionally validates) a clip's frames, or probes its video.
+    """Lists (and optionally validates) a clip's frames, or probes its video.
 
-  Raises DataError naming the file when the clip cannot be used.
-  """
-  if record.frames_dir is not None:
-    paths = list_frames(record.frames_dir)
+    Raises DataError naming the file when the clip cannot be used.
+    """
+    if record.frames_dir is not None:
+        paths = list_frames(record.frames_dir)
+        if validate:
+            for p in paths:
+                read_checked_image(p)
+        return _CheckedClip(record, tuple(paths), len(paths))
+    n = video_num_frames(str(record.video_path))
     if validate:
-      for p in paths:
-        read_checked_image(p)
-    return _CheckedClip(record, tuple(paths), len(paths))
-  n = video_num_frames(str(record.video_path))
-  if validate:
-    decode_video(str(record.video_path), [0, n - 1])  # a truncated file fails at its end
-  return _CheckedClip(record, (), n)
+        decode_video(str(record.video_path), [0, n - 1])  # a truncated file fails at its end
+    return _CheckedClip(record, (), n)
 
 
-def check_records(records: Sequence[ClipRecord], *, validate: bool, on_bad_clip: str,
-                  report: SkipReport) -> list[_CheckedClip]:
-  out = []
-  for r in records:
-    try:
-      out.append(check_clip(r, validate=validate))
-    except DataError as e:
-      handle_bad_clip(report, on_bad_clip, r.clip_id, e.path, e.problem)
-  return out
+def check_records(
+    records: Sequence[ClipRecord], *, validate: bool, on_bad_clip: str, report: SkipReport
+) -> list[_CheckedClip]:
+    out = []
+    for r in records:
+        try:
+            out.append(check_clip(r, validate=validate))
+        except DataError as e:
+            handle_bad_clip(report, on_bad_clip, r.clip_id, e.path, e.problem)
+    return out
 
 
 def _records_dataset(clips: Sequence[_CheckedClip]) -> tf.data.Dataset:
-  frames = tf.ragged.constant([list(c.frame_paths) for c in clips], dtype=tf.string,
-                              ragged_rank=1) if clips else tf.ragged.constant([[""]])[:0]
-  return tf.data.Dataset.from_tensor_slices({
-      "frames": frames,
-      "is_path": tf.constant([True] * len(clips), tf.bool),
-      "video": tf.constant([c.record.video_path or "" for c in clips], tf.string),
-      "num_frames": tf.constant([c.num_frames for c in clips], tf.int32),
-      "label": tf.constant([c.record.label for c in clips], tf.int32),
-      "clip_id": tf.constant([c.record.clip_id for c in clips], tf.string),
-  })
+    frames = (
+        tf.ragged.constant([list(c.frame_paths) for c in clips], dtype=tf.string, ragged_rank=1)
+        if clips
+        else tf.ragged.constant([[""]])[:0]
+    )
+    return tf.data.Dataset.from_tensor_slices(
+        {
+            "frames": frames,
+            "is_path": tf.constant([True] * len(clips), tf.bool),
+            "video": tf.constant([c.record.video_path or "" for c in clips], tf.string),
+            "num_frames": tf.constant([c.num_frames for c in clips], tf.int32),
+            "label": tf.constant([c.record.label for c in clips], tf.int32),
+            "clip_id": tf.constant([c.record.clip_id for c in clips], tf.string),
+        }
+    )
 
 
-def file_split_sources(index: DatasetIndex, *, val_fraction: float, split_seed: int,
-                       val_protocol: str, validate: bool, on_bad_clip: str,
-                       process_index: int, process_count: int
-                       ) -> tuple[dict[str, SplitSource], SkipReport]:
-  """Sources that read the raw tree directly (no preparation; checks run on every build)."""
-  report = SkipReport()
-  report.extend(index.skipped)
-  train, val = stratified_split(index.splits["train"], val_fraction, split_seed)
-  if val_protocol == "test":
-    train, val = index.splits["train"], index.splits["test"]
-  lists = {"train": train, "val": val, "test": index.splits["test"]}
-  checked = {name: check_records(recs, validate=validate, on_bad_clip=on_bad_clip,
-                                 report=report) for name, recs in lists.items()}
-  if val_protocol == "test":
-    checked["val"] = checked["test"]
-  out = {}
-  for name, clips in checked.items():
-    counts = even_counts(len(clips), process_count)
-    start = sum(counts[:process_index])
-    mine = clips[start: start + counts[process_index]]
-    out[name] = SplitSource(lambda mine=mine: _records_dataset(mine), counts, process_index,
-                            lambda clips=clips: [c.num_frames for c in clips])
-  return out, report
+def file_split_sources(
+    index: DatasetIndex,
+    *,
+    val_fraction: float,
+    split_seed: int,
+    val_protocol: str,
+    validate: bool,
+    on_bad_clip: str,
+    process_index: int,
+    process_count: int,
+) -> tuple[dict[str, SplitSource], SkipReport]:
+    """Sources that read the raw tree directly (no preparation; checks run on every build)."""
+    report = SkipReport()
+    report.extend(index.skipped)
+    train, val = stratified_split(index.splits["train"], val_fraction, split_seed)
+    if val_protocol == "test":
+        train, val = index.splits["train"], index.splits["test"]
+    lists = {"train": train, "val": val, "test": index.splits["test"]}
+    checked = {
+        name: check_records(recs, validate=validate, on_bad_clip=on_bad_clip, report=report)
+        for name, recs in lists.items()
+    }
+    if val_protocol == "test":
+        checked["val"] = checked["test"]
+    out = {}
+    for name, clips in checked.items():
+        counts = even_counts(len(clips), process_count)
+        start = sum(counts[:process_index])
+        mine = clips[start : start + counts[process_index]]
+        out[name] = SplitSource(
+            lambda mine=mine: _records_dataset(mine),
+            counts,
+            process_index,
+            lambda clips=clips: [c.num_frames for c in clips],
+        )
+    return out, report
 
 
 def _decode_video_np(path: bytes, indices) -> np.ndarray:
-  return decode_video(path.decode(), indices)
+    return decode_video(path.decode(), indices)
 
 
 def decode_frames(elem: dict, indices: tf.Tensor) -> tf.Tensor:
-  """Decodes the frames at `indices` (int32 [K]) of a raw clip -> uint8 [K, h, w, 3].
+    """Decodes the frames at `indices` (int32 [K]) of a raw clip -> uint8 [K, h, w, 3].
 
-  Frames of one clip are brought to the first frame's size if they differ (rare re-encodes).
-  """
-  def from_list():
-    items = tf.gather(elem["frames"], indices)
-    data = tf.cond(elem["is_path"],
-                   lambda: tf.map_fn(tf.io.read_file, items, fn_output_signature=tf.string),
-                   lambda: items)
-    first = tf.io.decode_image(data[0], channels=3, expand_animations=False)
-    size = tf.shape(first)[:2]
+    Frames of one clip are brought to the first frame's size if they differ (rare re-encodes).
+    """
 
-    def one(b):
-      img = tf.io.decode_image(b, channels=3, expand_animations=False)
-      img.set_shape([None, None, 3])
-      same = tf.reduce_all(tf.equal(tf.shape(img)[:2], size))
-      return tf.cond(same, lambda: img,
-                     lambda: tf.cast(tf.image.resize(img, size), tf.uint8))
+    def from_list():
+        items = tf.gather(elem["frames"], indices)
+        data = tf.cond(
+            elem["is_path"],
+            lambda: tf.map_fn(tf.io.read_file, items, fn_output_signature=tf.string),
+            lambda: items,
+        )
+        first = tf.io.decode_image(data[0], channels=3, expand_animations=False)
+        size = tf.shape(first)[:2]
 
-    return tf.map_fn(one, data, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+        def one(b):
+            img = tf.io.decode_image(b, channels=3, expand_animations=False)
+            img.set_shape([None, None, 3])
+            same = tf.reduce_all(tf.equal(tf.shape(img)[:2], size))
+            return tf.cond(same, lambda: img, lambda: tf.cast(tf.image.resize(img, size), tf.uint8))
 
-  def from_video():
-    frames = tf.numpy_function(_decode_video_np, [elem["video"], indices], tf.uint8,
-                               stateful=False)
-    return tf.ensure_shape(frames, [None, None, None, 3])
+        return tf.map_fn(one, data, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
-  out = tf.cond(tf.strings.length(elem["video"]) > 0, from_video, from_list)
-  return tf.ensure_shape(out, [None, None, None, 3])
+    def from_video():
+        frames = tf.numpy_function(
+            _decode_video_np, [elem["video"], indices], tf.uint8, stateful=False
+        )
+        return tf.ensure_shape(frames, [None, None, None, 3])
+
+    out = tf.cond(tf.strings.length(elem["video"]) > 0, from_video, from_list)
+    return tf.ensure_shape(out, [None, None, None, 3])

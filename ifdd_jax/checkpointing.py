@@ -18,7 +18,7 @@ resumes on 1. Saves are asynchronous; `close()` waits for them.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import jax
 import ml_collections
@@ -67,7 +67,7 @@ def check_meta(saved: dict, expected: dict, where: str) -> None:
 
 
 def _manager(
-    directory: str, *, max_to_keep: int, best_metric: Optional[str] = None
+    directory: str, *, max_to_keep: int, best_metric: str | None = None
 ) -> ocp.CheckpointManager:
     key = f"val_{best_metric}"
     options = ocp.CheckpointManagerOptions(
@@ -83,9 +83,7 @@ def _manager(
 
 
 def _abstract_on(state: Any, sharding: jax.sharding.Sharding) -> Any:
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state
-    )
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
 
 
 def restore_from(
@@ -94,7 +92,7 @@ def restore_from(
     abstract_state: Any,
     sharding: jax.sharding.Sharding,
     config: ml_collections.ConfigDict,
-) -> Tuple[Any, dict]:
+) -> tuple[Any, dict]:
     """Restores (state, data state) of `step` onto `sharding` after checking the meta item."""
     where = f"{manager.directory}/{step}"
     meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -162,7 +160,7 @@ class Checkpointer:
         data_state: dict,
         config: ml_collections.ConfigDict,
         *,
-        val_metrics: Optional[dict] = None,
+        val_metrics: dict | None = None,
     ) -> None:
         """Saves to the latest manager and, when validation metrics (`val_metrics(report)`) are
         given, offers the step to the best manager (which keeps it only if its metric is at least
@@ -176,17 +174,17 @@ class Checkpointer:
         if val_metrics is not None:
             self.best.save(step, args=args, metrics=val_metrics, force=True)
 
-    def restore_latest(self, abstract_state, sharding, config) -> Optional[Tuple[Any, dict, int]]:
+    def restore_latest(self, abstract_state, sharding, config) -> tuple[Any, dict, int] | None:
         step = self.latest.latest_step()
         if step is None:
             return None
         state, data = restore_from(self.latest, step, abstract_state, sharding, config)
         return state, data, step
 
-    def best_step(self) -> Optional[int]:
+    def best_step(self) -> int | None:
         return self.best.best_step()
 
-    def restore_best(self, abstract_state, sharding, config) -> Optional[Tuple[Any, int]]:
+    def restore_best(self, abstract_state, sharding, config) -> tuple[Any, int] | None:
         step = self.best.best_step()
         if step is None:
             return None
@@ -203,7 +201,7 @@ class Checkpointer:
         self.best.close()
 
 
-def find_checkpoint(path: str) -> Tuple[ocp.CheckpointManager, int]:
+def find_checkpoint(path: str) -> tuple[ocp.CheckpointManager, int]:
     """A manager and step for `path`: a run's workdir (its best checkpoint, else its latest), a
     checkpoint directory (its latest step) or one step directory `.../<step>`."""
     path = os.path.abspath(path)
@@ -211,13 +209,17 @@ def find_checkpoint(path: str) -> Tuple[ocp.CheckpointManager, int]:
     base = os.path.basename(path.rstrip("/"))
     if base.isdigit():
         candidates.append((os.path.dirname(path), int(base)))
-    candidates += [(os.path.join(path, BEST_DIR), None), (os.path.join(path, LATEST_DIR), None),
-                   (path, None)]
+    candidates += [
+        (os.path.join(path, BEST_DIR), None),
+        (os.path.join(path, LATEST_DIR), None),
+        (path, None),
+    ]
     for directory, step in candidates:
         if not os.path.isdir(directory):
             continue
         manager = ocp.CheckpointManager(
-            directory, item_names=("state", "data", "meta"),
+            directory,
+            item_names=("state", "data", "meta"),
             options=ocp.CheckpointManagerOptions(create=False, read_only=True),
         )
         if step is None:

@@ -182,8 +182,9 @@ def model_setting(config: ml_collections.ConfigDict, key: str, trunk: str) -> An
     return default[config.flavor] if isinstance(default, dict) else default
 
 
-def finalize_dataset(config: ml_collections.ConfigDict, *, num_frames: int, image_size: int,
-                     num_classes: int) -> None:
+def finalize_dataset(
+    config: ml_collections.ConfigDict, *, num_frames: int, image_size: int, num_classes: int
+) -> None:
     """Sets the dataset's input size and class count in the one place the model and data read."""
     config.num_classes = num_classes
     config.data.num_frames = num_frames

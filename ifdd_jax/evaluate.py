@@ -13,7 +13,7 @@ import csv
 import functools
 import json
 import os
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -37,7 +37,9 @@ def eval_step(variables: dict, batch: dict, *, model, dtype) -> tuple[EvalMetric
     mask}."""
     logits = view_logits(model, variables, batch["clips"], dtype)
     metrics = EvalMetrics.single_from_model_output(
-        loss=cross_entropy(logits, batch["label"]), mask=batch["mask"], logits=logits,
+        loss=cross_entropy(logits, batch["label"]),
+        mask=batch["mask"],
+        logits=logits,
         label=batch["label"],
     )
     return metrics, logits
@@ -54,8 +56,14 @@ def _compiled_eval_step(model, mesh, dtype) -> Callable:
 
 
 def evaluate_split(
-    variables: dict, model, data, split: str, mesh, config: ml_collections.ConfigDict,
-    *, predictions: bool = False,
+    variables: dict,
+    model,
+    data,
+    split: str,
+    mesh,
+    config: ml_collections.ConfigDict,
+    *,
+    predictions: bool = False,
 ) -> dict:
     """UAR/WAR report of `split` ("val" or "test") for the model's `variables` ({"params",
     "batch_stats"}); with `predictions`, per-clip rows too."""
@@ -77,8 +85,11 @@ def evaluate_split(
     if predictions:
         report["predictions"] = rows
     if report["absent_classes"]:
-        logging.warning("%s split: classes without clips, excluded from UAR: %s", split,
-                        ", ".join(report["absent_classes"]))
+        logging.warning(
+            "%s split: classes without clips, excluded from UAR: %s",
+            split,
+            ", ".join(report["absent_classes"]),
+        )
     return report
 
 
@@ -96,35 +107,52 @@ def _prediction_rows(local: dict, logits: jax.Array, class_names) -> list:
         if not local["mask"][i]:
             continue
         clip_id = local["clip_id"][i]
-        rows.append(dict(
-            clip_id=clip_id.decode() if isinstance(clip_id, bytes) else str(clip_id),
-            label=class_names[int(local["label"][i])],
-            prediction=class_names[int(np.argmax(probs[i]))],
-            probabilities={n: round(float(p), 6) for n, p in zip(class_names, probs[i])},
-        ))
+        rows.append(
+            dict(
+                clip_id=clip_id.decode() if isinstance(clip_id, bytes) else str(clip_id),
+                label=class_names[int(local["label"][i])],
+                prediction=class_names[int(np.argmax(probs[i]))],
+                probabilities={n: round(float(p), 6) for n, p in zip(class_names, probs[i])},
+            )
+        )
     return rows
 
 
 def write_report(writer, step: int, split: str, report: dict, class_names) -> None:
     """Scalars (UAR, WAR, loss, per-class recall) and a confusion-matrix image."""
-    scalars = {f"{split}_uar": report["uar"], f"{split}_war": report["war"],
-               f"{split}_loss": report["loss"]}
+    scalars = {
+        f"{split}_uar": report["uar"],
+        f"{split}_war": report["war"],
+        f"{split}_loss": report["loss"],
+    }
     for name, recall in report["per_class_recall"].items():
         if recall is not None:
             scalars[f"{split}_recall/{name}"] = recall
     writer.write_scalars(step, scalars)
     image = confusion_image(
-        np.asarray(report["confusion_matrix"]), class_names,
+        np.asarray(report["confusion_matrix"]),
+        class_names,
         title=f"{split} step {step}: UAR {report['uar']:.1f} WAR {report['war']:.1f}",
     )
     writer.write_images(step, {f"{split}_confusion_matrix": image[None]})
-    logging.info("%s @ step %d: UAR %.2f WAR %.2f loss %.4f", split, step, report["uar"],
-                 report["war"], report["loss"])
+    logging.info(
+        "%s @ step %d: UAR %.2f WAR %.2f loss %.4f",
+        split,
+        step,
+        report["uar"],
+        report["war"],
+        report["loss"],
+    )
 
 
 def results_dict(
-    config: ml_collections.ConfigDict, meta: dict, report: dict, *, checkpoint_step: int,
-    val: Optional[dict], split: str,
+    config: ml_collections.ConfigDict,
+    meta: dict,
+    report: dict,
+    *,
+    checkpoint_step: int,
+    val: dict | None,
+    split: str,
 ) -> dict:
     return dict(
         dataset=meta["dataset"],
@@ -149,8 +177,9 @@ def results_dict(
     )
 
 
-def write_results(workdir: str, results: dict, predictions: Optional[list] = None,
-                  name: str = "results") -> str:
+def write_results(
+    workdir: str, results: dict, predictions: list | None = None, name: str = "results"
+) -> str:
     """Writes `<name>.json` and, with predictions, `<name>_predictions.csv` in `workdir`."""
     path = os.path.join(workdir, f"{name}.json")
     with open(path, "w") as f:
@@ -161,13 +190,17 @@ def write_results(workdir: str, results: dict, predictions: Optional[list] = Non
             writer = csv.writer(f)
             writer.writerow(["clip_id", "label", "prediction"] + [f"p_{n}" for n in names])
             for row in predictions:
-                writer.writerow([row["clip_id"], row["label"], row["prediction"]]
-                                + [row["probabilities"][n] for n in names])
+                writer.writerow(
+                    [row["clip_id"], row["label"], row["prediction"]]
+                    + [row["probabilities"][n] for n in names]
+                )
     return path
 
 
 def evaluate_checkpoint(
-    config: ml_collections.ConfigDict, workdir: str, checkpoint: Optional[str] = None,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    checkpoint: str | None = None,
     split: str = "test",
 ) -> dict:
     """`--mode=eval`: evaluates a checkpoint (a run's workdir, a checkpoint folder or one step)
@@ -183,6 +216,12 @@ def evaluate_checkpoint(
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         write_results(workdir, results, report.get("predictions"), name=f"results_eval_{split}")
-    logging.info("%s UAR %.2f WAR %.2f (checkpoint %s step %d)", split, report["uar"],
-                 report["war"], directory, step)
+    logging.info(
+        "%s UAR %.2f WAR %.2f (checkpoint %s step %d)",
+        split,
+        report["uar"],
+        report["war"],
+        directory,
+        step,
+    )
     return results

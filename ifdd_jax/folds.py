@@ -14,20 +14,40 @@ import glob
 import json
 import os
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 # Table 13 of the paper: (UAR, WAR) per fold.
 PAPER_FOLDS = {
-    ("dfew", "ifdd_2dcnn"): [(56.02, 70.03), (55.23, 67.39), (56.74, 70.93), (57.68, 70.27),
-                             (57.96, 71.49)],
-    ("dfew", "ifdd_3dvit"): [(59.11, 73.43), (59.50, 71.89), (62.37, 74.62), (63.38, 74.12),
-                             (61.60, 75.06)],
-    ("mafw", "ifdd_2dcnn"): [(29.09, 42.38), (31.44, 46.60), (34.90, 50.24), (37.53, 54.20),
-                             (35.45, 51.30)],
-    ("mafw", "ifdd_3dvit"): [(31.46, 47.09), (37.83, 51.06), (42.34, 57.39), (43.98, 57.81),
-                             (40.95, 56.25)],
+    ("dfew", "ifdd_2dcnn"): [
+        (56.02, 70.03),
+        (55.23, 67.39),
+        (56.74, 70.93),
+        (57.68, 70.27),
+        (57.96, 71.49),
+    ],
+    ("dfew", "ifdd_3dvit"): [
+        (59.11, 73.43),
+        (59.50, 71.89),
+        (62.37, 74.62),
+        (63.38, 74.12),
+        (61.60, 75.06),
+    ],
+    ("mafw", "ifdd_2dcnn"): [
+        (29.09, 42.38),
+        (31.44, 46.60),
+        (34.90, 50.24),
+        (37.53, 54.20),
+        (35.45, 51.30),
+    ],
+    ("mafw", "ifdd_3dvit"): [
+        (31.46, 47.09),
+        (37.83, 51.06),
+        (42.34, 57.39),
+        (43.98, 57.81),
+        (40.95, 56.25),
+    ],
 }
 
 
@@ -51,9 +71,12 @@ def fold_table(runs: list) -> str:
     if len(keys) > 1:
         raise ValueError(f"the runs mix datasets/models: {sorted(keys)}")
     dataset, model = keys.pop()
-    runs = sorted(runs, key=lambda item: (item[1].get("fold") or 0))
+    runs = sorted(runs, key=lambda item: item[1].get("fold") or 0)
     paper = PAPER_FOLDS.get((dataset, model))
-    lines = [f"{dataset} / {model} (flavor {', '.join(sorted({r['flavor'] for _, r in runs}))})", ""]
+    lines = [
+        f"{dataset} / {model} (flavor {', '.join(sorted({r['flavor'] for _, r in runs}))})",
+        "",
+    ]
     header = f"{'fold':>4}  {'UAR':>6}  {'WAR':>6}"
     if paper:
         header += f"   {'paper UAR':>9}  {'paper WAR':>9}"
@@ -87,7 +110,7 @@ def fold_table(runs: list) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdirs", nargs="*", default=[], help="run directories")
     parser.add_argument("--pattern", default=None, help="glob of run directories")

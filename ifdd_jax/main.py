@@ -20,13 +20,18 @@ from ifdd_jax.checkpointing import CheckpointMismatchError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
-    "config", None, "Config file, optionally with arguments: configs/dfew.py:fold=2,model=...",
+    "config",
+    None,
+    "Config file, optionally with arguments: configs/dfew.py:fold=2,model=...",
     lock_config=True,
 )
 flags.DEFINE_string("workdir", None, "Where checkpoints, TensorBoard events and results go.")
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (and test), or eval a checkpoint.")
-flags.DEFINE_string("checkpoint", None, "--mode=eval: a run's workdir, checkpoint folder or step "
-                    "folder (default: --workdir).")
+flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "--mode=eval: a run's workdir, checkpoint folder or step folder (default: --workdir).",
+)
 flags.DEFINE_enum("split", "test", ["val", "test"], "--mode=eval: the split to evaluate.")
 flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.")
@@ -65,9 +70,14 @@ def main(argv) -> None:
     # TensorFlow only feeds data: keep it off the GPUs (its GPU build next to JAX breaks NCCL).
     tf.config.set_visible_devices([], "GPU")
     _init_distributed()
-    logging.info("JAX process %d of %d, %d local / %d global devices (%s).", jax.process_index(),
-                 jax.process_count(), jax.local_device_count(), jax.device_count(),
-                 jax.devices()[0].platform)
+    logging.info(
+        "JAX process %d of %d, %d local / %d global devices (%s).",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.devices()[0].platform,
+    )
     config = FLAGS.config
     cache = compile_cache.enable(config.compilation_cache_dir)
     logging.info("XLA compilation cache: %s", cache or "off")

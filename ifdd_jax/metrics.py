@@ -5,9 +5,8 @@ recall) is the mean over classes of per-class recall; a class with no clip in th
 has no recall and is excluded from the mean (the report names such classes).
 """
 
-
 import io
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import flax
 import jax
@@ -26,7 +25,7 @@ class ConfusionMatrix(clu_metrics.Metric):
 
     @classmethod
     def from_model_output(
-        cls, *, logits: jax.Array, label: jax.Array, mask: Optional[jax.Array] = None, **_
+        cls, *, logits: jax.Array, label: jax.Array, mask: jax.Array | None = None, **_
     ) -> "ConfusionMatrix":
         num_classes = logits.shape[-1]
         pred = jnp.argmax(logits, axis=-1)
@@ -59,7 +58,7 @@ class TrainMetrics(clu_metrics.Collection):
     accuracy: clu_metrics.Average.from_output("accuracy")
 
 
-def recall_report(counts: np.ndarray, class_names: Optional[Sequence[str]] = None) -> dict:
+def recall_report(counts: np.ndarray, class_names: Sequence[str] | None = None) -> dict:
     """WAR, UAR and per-class recall from confusion counts `[K, K]` (rows true, columns predicted).
 
     Returns JSON-ready values: `war`, `uar` (percent), `per_class_recall` (name -> percent, None
@@ -78,7 +77,9 @@ def recall_report(counts: np.ndarray, class_names: Optional[Sequence[str]] = Non
     return dict(
         war=float(100.0 * correct.sum() / total) if total else float("nan"),
         uar=float(100.0 * np.mean(recall[present])) if present.any() else float("nan"),
-        per_class_recall={n: (float(100.0 * r) if p else None) for n, r, p in zip(names, recall, present)},
+        per_class_recall={
+            n: (float(100.0 * r) if p else None) for n, r, p in zip(names, recall, present)
+        },
         support={n: int(s) for n, s in zip(names, support)},
         absent_classes=[n for n, p in zip(names, present) if not p],
         num_clips=total,
@@ -105,8 +106,15 @@ def confusion_image(
         ax.set_title(title, fontsize=9)
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7,
-                    color="white" if normalised[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(counts[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if normalised[i, j] > 0.5 else "black",
+            )
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

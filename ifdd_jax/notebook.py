@@ -9,7 +9,6 @@ they describe.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import jax
 
@@ -22,14 +21,17 @@ def is_tiny() -> bool:
 
 def _is_root(folder: str) -> bool:
     return os.path.isdir(os.path.join(folder, "configs")) and os.path.isdir(
-        os.path.join(folder, "ifdd_jax"))
+        os.path.join(folder, "ifdd_jax")
+    )
 
 
-def repo_root(start: Optional[str] = None) -> str:
+def repo_root(start: str | None = None) -> str:
     """The clone holding `configs/` and `ifdd_jax/`: searched upwards from `start` (default: the
     working directory), else the clone this package was installed from (pip install -e)."""
-    starts = [os.path.abspath(start or os.getcwd()),
-              os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+    starts = [
+        os.path.abspath(start or os.getcwd()),
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    ]
     for folder in starts:
         while True:
             if _is_root(folder):
@@ -40,15 +42,18 @@ def repo_root(start: Optional[str] = None) -> str:
             folder = parent
     raise FileNotFoundError(
         f"{starts[0]}: not inside an ifdd_jax clone (no configs/ and ifdd_jax/ above it) and the "
-        f"installed package is not a clone; run the notebook's setup cell or cd into the clone")
+        f"installed package is not a clone; run the notebook's setup cell or cd into the clone"
+    )
 
 
 def accelerator() -> str:
     """'gpu', 'tpu' or 'cpu': the backend JAX uses (it picks a GPU/TPU runtime by itself)."""
     backend = jax.default_backend()
     devices = jax.devices()
-    print(f"JAX {jax.__version__}: {len(devices)} {backend.upper()} device(s): "
-          f"{', '.join(sorted({d.device_kind for d in devices}))}")
+    print(
+        f"JAX {jax.__version__}: {len(devices)} {backend.upper()} device(s): "
+        f"{', '.join(sorted({d.device_kind for d in devices}))}"
+    )
     if backend == "cpu":
         print("No GPU/TPU runtime: running on CPU (Runtime > Change runtime type for a GPU).")
     return backend

@@ -19,7 +19,8 @@ Paper vs released recipe (`flavor`), written here once:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -69,7 +70,9 @@ def reference_lr_at_epoch(
     epoch = jnp.asarray(epoch, jnp.float32)
     warm = warmup_init_lr + epoch * (warmup_target - warmup_init_lr) / max(warmup_epochs, 1)
     span = max(num_epochs - warmup_epochs, 1)
-    cos = end_lr + (base_lr - end_lr) * (1.0 + jnp.cos(math.pi * (epoch - warmup_epochs) / span)) / 2
+    cos = (
+        end_lr + (base_lr - end_lr) * (1.0 + jnp.cos(math.pi * (epoch - warmup_epochs) / span)) / 2
+    )
     return jnp.where(epoch < warmup_epochs, warm, cos)
 
 
@@ -137,7 +140,7 @@ def make_schedule(
 
 def make_optimizer(
     config: ml_collections.ConfigDict, *, steps_per_epoch: int, total_steps: int
-) -> Tuple[optax.GradientTransformation, Schedule]:
+) -> tuple[optax.GradientTransformation, Schedule]:
     """AdamW (b1, b2, eps, weight decay from config.optim) with the flavor's schedule and mask,
     preceded by global-norm clipping when config.optim.grad_clip > 0."""
     o = config.optim

@@ -33,13 +33,13 @@ import functools
 import json
 import os
 import sys
-from typing import Any, Callable, Iterator, List, Optional, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import jax
 import numpy as np
 
 from data_pipeline.errors import DataError
-from data_pipeline.inputs import Source, discover_sources, read_clip
+from data_pipeline.inputs import Source, discover_sources, read_clip, windows
 from ifdd_jax import compile_cache
 from ifdd_jax.trained_run import TrainedModel, load_trained
 from ifdd_jax.views import view_logits
@@ -68,29 +68,28 @@ class _Job:
     clip: np.ndarray  # [V, T, S, S, 3]
 
 
-def _windows(n: int, size: int, stride: int) -> List[tuple]:
-    """[start, stop) windows of `size` frames every `stride` frames; a last partial window is kept
-    only when it covers at least half a window."""
-    spans = []
-    for start in range(0, n, stride):
-        stop = min(start + size, n)
-        if stop - start < size and spans and stop - start < size / 2:
-            break
-        spans.append((start, stop))
-        if stop == n:
-            break
-    return spans
-
-
-def _jobs(sources: Sequence[Source], config, results: list, errors: list, *, crop_faces: bool,
-          window_s: Optional[float], window_frames: Optional[int]) -> Iterator[_Job]:
+def _jobs(
+    sources: Sequence[Source],
+    config,
+    results: list,
+    errors: list,
+    *,
+    crop_faces: bool,
+    window_s: float | None,
+    window_frames: int | None,
+) -> Iterator[_Job]:
     for source in sources:
         try:
             n = source.num_frames()
             fps = source.fps()
             whole = read_clip(source, config, crop_faces=crop_faces, num_frames=n)
-            record = dict(input=source.path, kind=source.kind, num_frames=n, fps=fps,
-                          face_crop=list(whole.face) if whole.face else None)
+            record = dict(
+                input=source.path,
+                kind=source.kind,
+                num_frames=n,
+                fps=fps,
+                face_crop=list(whole.face) if whole.face else None,
+            )
             if crop_faces and whole.face is None:
                 record["face_crop_note"] = "no face detected; the whole frame was used"
             window = window_frames
@@ -99,9 +98,10 @@ def _jobs(sources: Sequence[Source], config, results: list, errors: list, *, cro
             jobs = [_Job(record, whole.clips)]
             if window and n > window:
                 record["timeline"] = []
-                for start, stop in _windows(n, window, window):
-                    part = read_clip(source, config, start=start, stop=stop,
-                                     crop_faces=crop_faces, num_frames=n)
+                for start, stop in windows(n, window, window):
+                    part = read_clip(
+                        source, config, start=start, stop=stop, crop_faces=crop_faces, num_frames=n
+                    )
                     entry = dict(start_frame=start, end_frame=stop)
                     if fps:
                         entry.update(start_s=round(start / fps, 3), end_s=round(stop / fps, 3))
@@ -116,9 +116,15 @@ def _jobs(sources: Sequence[Source], config, results: list, errors: list, *, cro
         yield from jobs
 
 
-def predict_sources(trained: TrainedModel, sources: Sequence[Source], *, batch_size: int = 8,
-                    crop_faces: bool = False, window_s: Optional[float] = None,
-                    window_frames: Optional[int] = None) -> dict:
+def predict_sources(
+    trained: TrainedModel,
+    sources: Sequence[Source],
+    *,
+    batch_size: int = 8,
+    crop_faces: bool = False,
+    window_s: float | None = None,
+    window_frames: int | None = None,
+) -> dict:
     """Predictions of every source (and of its windows), batched by `batch_size` clips.
 
     Returns {"results": [per-input record], "errors": [{"input", "error"}], ...}; a record holds
@@ -129,7 +135,7 @@ def predict_sources(trained: TrainedModel, sources: Sequence[Source], *, batch_s
     results: list = []
     errors: list = []
 
-    def flush(pending: List[_Job]) -> None:
+    def flush(pending: list[_Job]) -> None:
         clips = np.stack([job.clip for job in pending])
         # Pad to a fixed batch so that one compiled program serves every batch.
         if len(pending) < batch_size:
@@ -140,9 +146,16 @@ def predict_sources(trained: TrainedModel, sources: Sequence[Source], *, batch_s
             job.result["prediction"] = names[int(np.argmax(p))]
             job.result["probabilities"] = {n: round(float(x), 6) for n, x in zip(names, p)}
 
-    pending: List[_Job] = []
-    for job in _jobs(sources, trained.config, results, errors, crop_faces=crop_faces,
-                     window_s=window_s, window_frames=window_frames):
+    pending: list[_Job] = []
+    for job in _jobs(
+        sources,
+        trained.config,
+        results,
+        errors,
+        crop_faces=crop_faces,
+        window_s=window_s,
+        window_frames=window_frames,
+    ):
         pending.append(job)
         if len(pending) == batch_size:
             flush(pending)
@@ -170,14 +183,20 @@ def format_report(report: dict, top: int = 3) -> str:
     for record in report["results"]:
         ranked = sorted(record["probabilities"].items(), key=lambda kv: -kv[1])
         probs = ", ".join(f"{n} {p:.3f}" for n, p in ranked)
-        lines.append(f"{record['input']}: {record['prediction']} "
-                     f"(p = {ranked[0][1]:.3f})   [{probs}]")
+        lines.append(
+            f"{record['input']}: {record['prediction']} (p = {ranked[0][1]:.3f})   [{probs}]"
+        )
         for entry in record.get("timeline", []):
-            span = (f"{entry['start_s']:7.2f}-{entry['end_s']:7.2f} s" if "start_s" in entry
-                    else f"frames {entry['start_frame']}-{entry['end_frame']}")
+            span = (
+                f"{entry['start_s']:7.2f}-{entry['end_s']:7.2f} s"
+                if "start_s" in entry
+                else f"frames {entry['start_frame']}-{entry['end_frame']}"
+            )
             best = sorted(entry["probabilities"].items(), key=lambda kv: -kv[1])[:top]
-            lines.append(f"    {span}: {entry['prediction']:<10} "
-                         + ", ".join(f"{n} {p:.2f}" for n, p in best))
+            lines.append(
+                f"    {span}: {entry['prediction']:<10} "
+                + ", ".join(f"{n} {p:.2f}" for n, p in best)
+            )
         if record.get("face_crop_note"):
             lines.append(f"    note: {record['face_crop_note']}")
     for error in report["errors"]:
@@ -197,40 +216,46 @@ def write_output(report: dict, path: str) -> None:
     names = report["class_names"]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["input", "window_start_frame", "window_end_frame", "start_s", "end_s",
-                         "prediction"] + [f"p_{n}" for n in names])
+        writer.writerow(
+            ["input", "window_start_frame", "window_end_frame", "start_s", "end_s", "prediction"]
+            + [f"p_{n}" for n in names]
+        )
         for record in report["results"]:
             rows = [({}, record)] + [(e, e) for e in record.get("timeline", [])]
             for window, values in rows:
-                writer.writerow([record["input"], window.get("start_frame", ""),
-                                 window.get("end_frame", ""), window.get("start_s", ""),
-                                 window.get("end_s", ""), values["prediction"]]
-                                + [values["probabilities"][n] for n in names])
+                writer.writerow(
+                    [
+                        record["input"],
+                        window.get("start_frame", ""),
+                        window.get("end_frame", ""),
+                        window.get("start_s", ""),
+                        window.get("end_s", ""),
+                        values["prediction"],
+                    ]
+                    + [values["probabilities"][n] for n in names]
+                )
         for error in report["errors"]:
-            writer.writerow([error["input"], "", "", "", "", "ERROR: " + error["error"]]
-                            + [""] * len(names))
+            writer.writerow(
+                [error["input"], "", "", "", "", "ERROR: " + error["error"]] + [""] * len(names)
+            )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ifdd_jax.predict",
-        description="Predict the emotion of videos or frame folders with a trained checkpoint.")
+        description="Predict the emotion of videos or frame folders with a trained checkpoint.",
+    )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--workdir", help="a training run's folder (its best checkpoint is used)")
     where.add_argument("--checkpoint", help="a checkpoint folder or one step folder")
-    parser.add_argument("--config", default=None,
-                        help="the run's config when it has no config.json "
-                             "(configs/x.py:args or a .json file)")
-    parser.add_argument("--input", required=True, nargs="+",
-                        help="video file(s), frame folder(s) or folder(s) of them")
-    parser.add_argument("--output", default=None, help="write the predictions (.json or .csv)")
-    parser.add_argument("--batch_size", type=int, default=8, help="clips per forward pass")
-    parser.add_argument("--window", type=float, default=None,
-                        help="also predict every WINDOW seconds of a longer input (a timeline)")
-    parser.add_argument("--window_frames", type=int, default=None,
-                        help="the timeline window in frames (for frame folders, which have no fps)")
-    parser.add_argument("--crop_faces", action="store_true",
-                        help="crop the face (OpenCV Haar cascade) before the evaluation transform")
+    add = parser.add_argument
+    add("--config", help="the run's config without config.json (configs/x.py:args or .json)")
+    add("--input", required=True, nargs="+", help="video files, frame folders or folders of them")
+    add("--output", help="write the predictions (.json or .csv)")
+    add("--batch_size", type=int, default=8, help="clips per forward pass")
+    add("--window", type=float, help="also predict every WINDOW seconds of an input (a timeline)")
+    add("--window_frames", type=int, help="the timeline window in frames (frame folders: no fps)")
+    add("--crop_faces", action="store_true", help="crop the face (OpenCV Haar cascade) first")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch_size must be positive")
@@ -239,9 +264,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ValueError(f"{args.output}: --output must end in .json or .csv")
         sources = [s for path in args.input for s in discover_sources(path)]
         trained = load_trained(args.workdir, args.checkpoint, args.config)
-        report = predict_sources(trained, sources, batch_size=args.batch_size,
-                                 crop_faces=args.crop_faces, window_s=args.window,
-                                 window_frames=args.window_frames)
+        report = predict_sources(
+            trained,
+            sources,
+            batch_size=args.batch_size,
+            crop_faces=args.crop_faces,
+            window_s=args.window,
+            window_frames=args.window_frames,
+        )
     except (DataError, OSError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -72,40 +72,64 @@ def describe(config: ml_collections.ConfigDict) -> dict:
         schedule = dict(
             kind="released per-epoch: linear warmup to the released target, cosine after",
             base_lr=o.lr * config.batch_size / o.reference_lr_batch,
-            warmup_epochs=o.warmup_epochs, warmup_init_lr=o.warmup_init_lr,
-            end_lr_ratio=0.01, weight_decay=o.weight_decay, decay_mask="all parameters",
+            warmup_epochs=o.warmup_epochs,
+            warmup_init_lr=o.warmup_init_lr,
+            end_lr_ratio=0.01,
+            weight_decay=o.weight_decay,
+            decay_mask="all parameters",
         )
     else:
         schedule = dict(
-            kind="per-step linear warmup, cosine decay", peak_lr=o.lr,
-            warmup_epochs=o.warmup_epochs, warmup_init_lr=o.warmup_init_lr,
-            end_lr_ratio=o.end_lr_ratio, weight_decay=o.weight_decay,
+            kind="per-step linear warmup, cosine decay",
+            peak_lr=o.lr,
+            warmup_epochs=o.warmup_epochs,
+            warmup_init_lr=o.warmup_init_lr,
+            end_lr_ratio=o.end_lr_ratio,
+            weight_decay=o.weight_decay,
             decay_mask="weights only (no biases, norms, positional tables, tokens)",
         )
-    schedule.update(optimizer="AdamW", b1=o.b1, b2=o.b2, eps=o.eps, grad_clip=o.grad_clip,
-                    batch_size=config.batch_size)
+    schedule.update(
+        optimizer="AdamW",
+        b1=o.b1,
+        b2=o.b2,
+        eps=o.eps,
+        grad_clip=o.grad_clip,
+        batch_size=config.batch_size,
+    )
     a, m = d.augment, d.mix
     return dict(
         flavor=config.flavor,
         loss=dict(
-            lift=config.loss.lift, lift_weight=config.loss.lift_weight,
+            lift=config.loss.lift,
+            lift_weight=config.loss.lift_weight,
             lift_reduction=config.loss.lift_reduction,
             formula=(
                 f"mean_b CE_b + {config.loss.lift_weight:g} * "
                 + ("sum_b" if config.loss.lift_reduction == "sum" else "mean_b")
-                + " Huber_b" if config.loss.lift != "off" else "mean_b CE_b"
+                + " Huber_b"
+                if config.loss.lift != "off"
+                else "mean_b CE_b"
             ),
         ),
         schedule=schedule,
         augmentation=dict(
-            enabled=a.enabled, flip_prob=a.flip_prob,
+            enabled=a.enabled,
+            flip_prob=a.flip_prob,
             crop_scale=[a.crop_scale_min, a.crop_scale_max],
             crop_ratio=[a.crop_ratio_min, a.crop_ratio_max],
-            color_jitter=dict(brightness=a.brightness, contrast=a.contrast,
-                              saturation=a.saturation, hue=a.hue),
-            mix=dict(enabled=m.enabled, mixup_alpha=m.mixup_alpha, cutmix_alpha=m.cutmix_alpha,
-                     prob=m.prob, switch_prob=m.switch_prob),
+            color_jitter=dict(
+                brightness=a.brightness, contrast=a.contrast, saturation=a.saturation, hue=a.hue
+            ),
+            mix=dict(
+                enabled=m.enabled,
+                mixup_alpha=m.mixup_alpha,
+                cutmix_alpha=m.cutmix_alpha,
+                prob=m.prob,
+                switch_prob=m.switch_prob,
+            ),
             label_smoothing=m.label_smoothing,
         ),
-        checkpoint=dict(criterion=f"validation {config.best_metric.upper()}", ties="later wins (>=)"),
+        checkpoint=dict(
+            criterion=f"validation {config.best_metric.upper()}", ties="later wins (>=)"
+        ),
     )

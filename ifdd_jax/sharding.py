@@ -8,16 +8,17 @@ are the same on 1 and on 8 devices, unlike PyTorch DDP, whose BN sees each GPU's
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
 
-def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A 1-D mesh over `devices` (all devices of all processes by default).
 
     The axis type is set to Auto on purpose: since JAX 0.9 `make_mesh` defaults to Explicit axes.

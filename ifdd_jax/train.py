@@ -24,7 +24,8 @@ import functools
 import json
 import os
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +54,11 @@ def _all_finite(tree: Any) -> jax.Array:
 
 
 def train_step(
-    state: TrainState, batch: dict, *, model, tx: optax.GradientTransformation,
+    state: TrainState,
+    batch: dict,
+    *,
+    model,
+    tx: optax.GradientTransformation,
     config: ml_collections.ConfigDict,
 ) -> tuple[TrainState, TrainMetrics]:
     """One optimisation step on a global batch {clips [B, T, H, W, 3], label [B], target [B, K]}."""
@@ -71,8 +76,11 @@ def train_step(
         )
         outputs = jax.tree.map(lambda x: x.astype(jnp.float32), outputs)
         loss, terms = ifdd_loss(
-            outputs, batch["target"], lift=config.loss.lift,
-            lift_weight=config.loss.lift_weight, lift_reduction=config.loss.lift_reduction,
+            outputs,
+            batch["target"],
+            lift=config.loss.lift,
+            lift_weight=config.loss.lift_weight,
+            lift_reduction=config.loss.lift_reduction,
             flavor=config.flavor,
         )
         return loss, (outputs["logits"], updates, terms)
@@ -120,7 +128,11 @@ def steps_for(config: ml_collections.ConfigDict, num_train_examples: int) -> tup
     """(steps per epoch, total steps). An epoch is one pass over the train split (at least one
     step); config.num_train_steps > 0 overrides num_epochs."""
     steps_per_epoch = max(1, num_train_examples // config.batch_size)
-    total = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
+    total = (
+        config.num_train_steps
+        if config.num_train_steps > 0
+        else config.num_epochs * steps_per_epoch
+    )
     return steps_per_epoch, int(total)
 
 
@@ -177,7 +189,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _log_start(config, meta, steps_per_epoch, total_steps)
 
     train_metrics = None
-    last_val: Optional[dict] = None
+    last_val: dict | None = None
     t_start, s_start = time.time(), start_step
     try:
         with metric_writers.ensure_flushes(writer):
@@ -228,8 +240,13 @@ def _mesh_for(config: ml_collections.ConfigDict):
 def _log_start(config, meta: dict, steps_per_epoch: int, total_steps: int) -> None:
     logging.info(
         "Training %s (%s) on %s: %d train clips, %d steps/epoch, %d steps, %d devices.",
-        config.model_name, config.flavor, meta["dataset"], meta["num_examples"]["train"],
-        steps_per_epoch, total_steps, jax.device_count(),
+        config.model_name,
+        config.flavor,
+        meta["dataset"],
+        meta["num_examples"]["train"],
+        steps_per_epoch,
+        total_steps,
+        jax.device_count(),
     )
 
 
@@ -248,25 +265,39 @@ def _resume(ckpt, state: TrainState, data, mesh, config) -> TrainState:
 def _record_val(writer, ckpt, done: int, state: TrainState, data, config, report: dict) -> None:
     """Writes a validation report and saves the step, offered to the best checkpoint."""
     evaluate.write_report(writer, done, "val", report, data.meta["class_names"])
-    ckpt.save(done, state, data.train.get_state(), config,
-              val_metrics=checkpointing.val_metrics(report))
+    ckpt.save(
+        done, state, data.train.get_state(), config, val_metrics=checkpointing.val_metrics(report)
+    )
 
 
-def _log_train(writer, done: int, total_steps: int, steps_per_epoch: int, train_metrics,
-               learning_rate: float, rate: float) -> None:
+def _log_train(
+    writer,
+    done: int,
+    total_steps: int,
+    steps_per_epoch: int,
+    train_metrics,
+    learning_rate: float,
+    rate: float,
+) -> None:
     """Writes the train scalars accumulated since the last report and logs a progress line."""
     scalars = {f"train_{k}": float(v) for k, v in train_metrics.compute().items()}
     scalars["learning_rate"] = learning_rate
     writer.write_scalars(done, scalars)
     logging.info(
         "step %d/%d (epoch %.1f) loss %.4f lr %.3g | %.2f steps/s, ETA %s",
-        done, total_steps, done / steps_per_epoch, scalars["train_loss"],
-        scalars["learning_rate"], rate, _format_eta((total_steps - done) / max(rate, 1e-9)),
+        done,
+        total_steps,
+        done / steps_per_epoch,
+        scalars["train_loss"],
+        scalars["learning_rate"],
+        rate,
+        _format_eta((total_steps - done) / max(rate, 1e-9)),
     )
 
 
-def _test_best(ckpt, state, model, data, mesh, config, writer, workdir: str,
-               last_val: Optional[dict]) -> dict:
+def _test_best(
+    ckpt, state, model, data, mesh, config, writer, workdir: str, last_val: dict | None
+) -> dict:
     """Tests the best checkpoint (the final state when no validation happened), writes the
     report and, on process 0, results.json; returns the results."""
     best = ckpt.restore_best(state, sharding.replicated(mesh), config)
@@ -279,11 +310,14 @@ def _test_best(ckpt, state, model, data, mesh, config, writer, workdir: str,
         best_state.variables(), model, data, "test", mesh, config, predictions=True
     )
     evaluate.write_report(writer, best_step, "test", test, meta["class_names"])
-    results = evaluate.results_dict(config, meta, test, checkpoint_step=best_step,
-                                    val=last_val, split="test")
+    results = evaluate.results_dict(
+        config, meta, test, checkpoint_step=best_step, val=last_val, split="test"
+    )
     if jax.process_index() == 0:
         evaluate.write_results(workdir, results, test.get("predictions"))
-    logging.info("Test UAR %.2f WAR %.2f (checkpoint step %d).", test["uar"], test["war"], best_step)
+    logging.info(
+        "Test UAR %.2f WAR %.2f (checkpoint step %d).", test["uar"], test["war"], best_step
+    )
     return results
 
 
@@ -313,4 +347,3 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
         with open(path, "w") as f:
             json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
     return path
-

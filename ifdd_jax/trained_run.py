@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import ml_collections
@@ -34,7 +35,7 @@ class TrainedModel:
     config: Any  # ml_collections.ConfigDict
     model: Any  # flax.linen.Module
     variables: dict
-    class_names: List[str]
+    class_names: list[str]
     checkpoint: str
     step: int
 
@@ -50,7 +51,7 @@ class TrainedModel:
         return self.model.apply(self.variables, clips, train=False, **kwargs)
 
 
-def _find_config_file(paths: Sequence[str]) -> Optional[str]:
+def _find_config_file(paths: Sequence[str]) -> str | None:
     """config.json in any of `paths` or up to two folders above them (a checkpoint folder is
     `RUN/checkpoints_best` or `RUN/checkpoints/<step>`)."""
     for path in paths:
@@ -63,8 +64,9 @@ def _find_config_file(paths: Sequence[str]) -> Optional[str]:
     return None
 
 
-def load_config(workdir: Optional[str] = None, checkpoint: Optional[str] = None,
-                config: Optional[str] = None):
+def load_config(
+    workdir: str | None = None, checkpoint: str | None = None, config: str | None = None
+):
     """The run's config: `config` ("configs/x.py:args" or a config.json), else the config.json
     written next to the checkpoint by ifdd_jax.main."""
     if config:
@@ -88,15 +90,16 @@ def load_config(workdir: Optional[str] = None, checkpoint: Optional[str] = None,
         raise ValueError(f"{found}: not valid JSON ({e})") from e
 
 
-def class_names_for(config) -> List[str]:
+def class_names_for(config) -> list[str]:
     names = list(class_names(config.data.name if "data" in config else config.dataset))
     if len(names) != int(config.num_classes):
         return [f"class_{i}" for i in range(int(config.num_classes))]
     return names
 
 
-def load_trained(workdir: Optional[str] = None, checkpoint: Optional[str] = None,
-                 config: Any = None) -> TrainedModel:
+def load_trained(
+    workdir: str | None = None, checkpoint: str | None = None, config: Any = None
+) -> TrainedModel:
     """Restores a run's model: `workdir` (its best checkpoint, else its latest) or `checkpoint`
     (a checkpoint folder or one step folder). `config` is a ConfigDict, a config spec
     ("configs/x.py:args", "path/config.json") or None for the run's own config.json."""
@@ -108,5 +111,11 @@ def load_trained(workdir: Optional[str] = None, checkpoint: Optional[str] = None
     # One device is enough for inference and keeps any batch size valid.
     mesh = sharding.make_mesh(jax.devices()[:1])
     variables, step, directory = restore_variables(model, config, checkpoint or workdir, mesh)
-    return TrainedModel(config=config, model=model, variables=variables,
-                        class_names=class_names_for(config), checkpoint=directory, step=step)
+    return TrainedModel(
+        config=config,
+        model=model,
+        variables=variables,
+        class_names=class_names_for(config),
+        checkpoint=directory,
+        step=step,
+    )

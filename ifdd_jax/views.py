@@ -4,7 +4,7 @@ evaluation, prediction and the analysis tools, so all three read a clip the same
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

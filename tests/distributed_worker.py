@@ -50,15 +50,21 @@ def train_few_steps(devices=None) -> dict:
     for i in range(STEPS):
         rng = np.random.default_rng(i)
         labels = rng.integers(0, 7, GLOBAL_BATCH).astype(np.int32)
-        full = dict(clips=rng.random((GLOBAL_BATCH, 4, 32, 32, 3), dtype=np.float32),
-                    label=labels, target=np.eye(7, dtype=np.float32)[labels])
-        local = {k: v[lo: lo + share] for k, v in full.items()}
+        full = dict(
+            clips=rng.random((GLOBAL_BATCH, 4, 32, 32, 3), dtype=np.float32),
+            label=labels,
+            target=np.eye(7, dtype=np.float32)[labels],
+        )
+        local = {k: v[lo : lo + share] for k, v in full.items()}
         state, metrics = step(state, sharding.global_batch(mesh, local, train.TRAIN_KEYS))
         losses.append(float(metrics.loss.compute()))
     leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
-    return dict(losses=losses, devices=mesh.devices.size,
-                checksum=float(sum(np.abs(x).sum() for x in leaves)),
-                first=leaves[0].ravel()[:16].tolist())
+    return dict(
+        losses=losses,
+        devices=mesh.devices.size,
+        checksum=float(sum(np.abs(x).sum() for x in leaves)),
+        first=leaves[0].ravel()[:16].tolist(),
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,21 @@ def test_gradcam_maps_and_command(run_dir, tmp_path):
     np.testing.assert_allclose(grads, expected, rtol=1e-4, atol=1e-7)
     assert np.abs(cams["gradients"]["static"]).max() > 0  # Y_S reaches the logits via P
 
-    assert gradcam.main(["--workdir", run_dir, "--input", source.path, "--out_dir",
-                         str(tmp_path), "--dpi", "80"]) == 0
+    assert (
+        gradcam.main(
+            [
+                "--workdir",
+                run_dir,
+                "--input",
+                source.path,
+                "--out_dir",
+                str(tmp_path),
+                "--dpi",
+                "80",
+            ]
+        )
+        == 0
+    )
     for group in gradcam.GROUPS:
         _png(str(tmp_path / f"gradcam_{os.path.basename(source.path)}_{group}.png"))
 
@@ -67,8 +80,23 @@ def test_gradcam_refuses_a_model_without_ladm(tmp_path):
 
 def test_tsne_issm_indices_and_curves_commands(run_dir, tmp_path):
     out = str(tmp_path / "tsne.png")
-    assert tsne.main(["--workdirs", run_dir, run_dir, "--titles", "baseline", "IFDD",
-                      "--out", out, "--dpi", "80"]) == 0
+    assert (
+        tsne.main(
+            [
+                "--workdirs",
+                run_dir,
+                run_dir,
+                "--titles",
+                "baseline",
+                "IFDD",
+                "--out",
+                out,
+                "--dpi",
+                "80",
+            ]
+        )
+        == 0
+    )
     _png(out)
     out = str(tmp_path / "issm.png")
     assert issm_indices.main(["--workdir", run_dir, "--out", out, "--dpi", "80"]) == 0
@@ -91,7 +119,10 @@ def test_tsne_perplexity_is_clamped_below_the_sample_count():
 def test_efficiency_table_lists_every_registered_model(tmp_path):
     out = str(tmp_path / "efficiency.png")
     rows, markdown = efficiency.efficiency_table(
-        "configs/dfew.py", out, num_frames=8, image_size=32,
+        "configs/dfew.py",
+        out,
+        num_frames=8,
+        image_size=32,
         ablations=["issm_fixed_even_odd"],  # a row whose ISSM does no floating-point work
     )
     _png(out)

@@ -13,8 +13,6 @@ is imported), function-level imports included:
 
 import ast
 import os
-from typing import Dict, List, Set, Tuple
-
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("ifdd_jax", "data_pipeline")
@@ -47,7 +45,7 @@ NOT_FOR_MODELS = (
 )
 
 
-def _modules() -> Dict[str, str]:
+def _modules() -> dict[str, str]:
     """{dotted module name: file path} of every module of the packages."""
     found = {}
     for package in PACKAGES:
@@ -69,7 +67,7 @@ def _parse(path: str) -> ast.Module:
         return ast.parse(f.read(), path)
 
 
-def _imported(module: str, path: str, node: ast.AST) -> List[str]:
+def _imported(module: str, path: str, node: ast.AST) -> list[str]:
     """The package modules an import statement names (`from pkg import mod` names pkg.mod)."""
     if isinstance(node, ast.Import):
         names = [alias.name for alias in node.names]
@@ -94,7 +92,7 @@ def _imported(module: str, path: str, node: ast.AST) -> List[str]:
     return targets
 
 
-def _graph() -> Dict[str, Set[str]]:
+def _graph() -> dict[str, set[str]]:
     graph = {}
     for module, path in MODULES.items():
         edges = set()
@@ -108,7 +106,7 @@ def _graph() -> Dict[str, Set[str]]:
 GRAPH = _graph()
 
 
-def _reachable(start: str) -> Set[str]:
+def _reachable(start: str) -> set[str]:
     seen, todo = set(), [start]
     while todo:
         for target in GRAPH[todo.pop()]:
@@ -118,12 +116,12 @@ def _reachable(start: str) -> Set[str]:
     return seen
 
 
-def _cycles() -> List[List[str]]:
+def _cycles() -> list[list[str]]:
     """The strongly connected components of more than one module (Tarjan)."""
-    index: Dict[str, int] = {}
-    low: Dict[str, int] = {}
-    stack: List[str] = []
-    on_stack: Set[str] = set()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
     components = []
 
     def visit(v: str) -> None:
@@ -179,7 +177,9 @@ def test_inference_and_analysis_do_not_import_the_trainer():
     users = [m for m in GRAPH if _is_under(m, ("ifdd_jax.predict", "ifdd_jax.analysis"))]
     assert "ifdd_jax.predict" in users and "ifdd_jax.analysis.gradcam" in users
     for module in sorted(users):
-        bad = sorted(m for m in _reachable(module) if _is_under(m, ("ifdd_jax.train", "ifdd_jax.main")))
+        bad = sorted(
+            m for m in _reachable(module) if _is_under(m, ("ifdd_jax.train", "ifdd_jax.main"))
+        )
         assert not bad, f"{module} reaches {bad}"
 
 
@@ -192,7 +192,7 @@ def test_predict_is_a_small_command():
         assert len(f.readlines()) < MAX_PREDICT_LINES
 
 
-def _functions() -> List[Tuple[str, ast.AST, List[str]]]:
+def _functions() -> list[tuple[str, ast.AST, list[str]]]:
     found = []
     for path in sorted(MODULES.values()):
         with open(path, encoding="utf-8") as f:
@@ -203,7 +203,7 @@ def _functions() -> List[Tuple[str, ast.AST, List[str]]]:
     return found
 
 
-def _says(lines: List[str], lineno: int, marker: str) -> bool:
+def _says(lines: list[str], lineno: int, marker: str) -> bool:
     """Whether line `lineno` (1-based) or the line above carries `marker`."""
     return any(marker in lines[i - 1] for i in (lineno, lineno - 1) if i >= 1)
 
@@ -222,7 +222,7 @@ def test_functions_are_short_or_say_why():
     assert not long, "functions over 80 lines without a '# long: <reason>' comment: " + str(long)
 
 
-def _deferred(lines: List[str], lineno: int) -> bool:
+def _deferred(lines: list[str], lineno: int) -> bool:
     """Whether the import at `lineno` (1-based) says why it is deferred: a `# deferred:` comment on
     it or above it, over the block of imports (blank lines between) that it belongs to."""
     i = lineno
@@ -244,6 +244,6 @@ def test_function_level_imports_say_why():
                 lines, inner.lineno
             ):
                 silent.append(f"{path}:{inner.lineno}: {ast.unparse(inner)}")
-    assert not sorted(set(silent)), "imports inside functions without '# deferred: <reason>': " + str(
-        sorted(set(silent))
+    assert not sorted(set(silent)), (
+        "imports inside functions without '# deferred: <reason>': " + str(sorted(set(silent)))
     )

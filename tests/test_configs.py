@@ -6,14 +6,16 @@ import sys
 import pytest
 
 from ifdd_jax import config_lib
-from ifdd_jax.config_lib import load_config_file
-from ifdd_jax.config_lib import ABLATIONS
+from ifdd_jax.config_lib import ABLATIONS, load_config_file
 
 
 def test_dfew_defaults_and_arguments():
     config = load_config_file("configs/dfew.py")
     assert (config.dataset, config.num_classes, config.model_name, config.flavor) == (
-        "dfew", 7, "ifdd_2dcnn", "paper"
+        "dfew",
+        7,
+        "ifdd_2dcnn",
+        "paper",
     )
     assert (config.input.num_frames, config.input.image_size, config.fold) == (16, 224, 1)
     config = load_config_file(
@@ -68,9 +70,16 @@ def test_command_line_overrides_reach_locked_fields():
 
 def test_model_summary_command_prints_params_and_gflops():
     result = subprocess.run(
-        [sys.executable, "-m", "ifdd_jax.tools.model_summary",
-         "--config=configs/dfew.py:model=ifdd_2dcnn"],
-        capture_output=True, text=True, timeout=300, check=True,
+        [
+            sys.executable,
+            "-m",
+            "ifdd_jax.tools.model_summary",
+            "--config=configs/dfew.py:model=ifdd_2dcnn",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     lines = result.stdout.splitlines()
     params = [line for line in lines if line.startswith("params: ")]

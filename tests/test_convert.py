@@ -14,10 +14,10 @@ from ifdd_jax.convert import (
     detect_family,
     load_into,
     read_state_dict,
+    specs,
     transform,
     write_safetensors,
 )
-from ifdd_jax.convert import specs
 from ifdd_jax.convert.__main__ import main as convert_main
 from ifdd_jax.convert.core import abstract_leaves_to_zeros
 from ifdd_jax.models import build_model
@@ -264,8 +264,10 @@ def test_mobilenet_v2_into_ifdd_2dcnn_reports_the_3d_stem():
         _get(new, "params/trunk/groups/group5_block2/project/conv/kernel"),
         state["features.13.conv.2.weight"].transpose(2, 3, 1, 0),
     )
-    assert all(p.startswith("params/trunk/groups/") or p.startswith("batch_stats/trunk/groups/")
-               for _, p in report.loaded)
+    assert all(
+        p.startswith("params/trunk/groups/") or p.startswith("batch_stats/trunk/groups/")
+        for _, p in report.loaded
+    )
 
 
 def test_file_formats_without_torch(tmp_path):
@@ -292,10 +294,20 @@ def test_command_line_writes_a_checkpoint_that_load_into_reads(tmp_path, capsys)
     source = tmp_path / "mobilenet_v2.safetensors"
     write_safetensors(str(source), state)
     out = tmp_path / "converted"
-    rc = convert_main([
-        "--source", str(source), "--model", "baseline_mobilenet_v2", "--out", str(out),
-        "--num-frames", "2", "--image-size", "32",
-    ])
+    rc = convert_main(
+        [
+            "--source",
+            str(source),
+            "--model",
+            "baseline_mobilenet_v2",
+            "--out",
+            str(out),
+            "--num-frames",
+            "2",
+            "--image-size",
+            "32",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "params/head/hidden/kernel" in printed and "wrote" in printed
@@ -308,9 +320,19 @@ def test_command_line_writes_a_checkpoint_that_load_into_reads(tmp_path, capsys)
     # A misfit exits with status 1 and names the key.
     del state["features.3.conv.1.0.weight"]
     write_safetensors(str(source), state)
-    rc = convert_main([
-        "--source", str(source), "--model", "baseline_mobilenet_v2", "--out", str(tmp_path / "bad"),
-        "--num-frames", "2", "--image-size", "32",
-    ])
+    rc = convert_main(
+        [
+            "--source",
+            str(source),
+            "--model",
+            "baseline_mobilenet_v2",
+            "--out",
+            str(tmp_path / "bad"),
+            "--num-frames",
+            "2",
+            "--image-size",
+            "32",
+        ]
+    )
     assert rc == 1
     assert "features.3.conv.1.0.weight" in capsys.readouterr().err

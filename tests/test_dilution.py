@@ -14,33 +14,56 @@ from ifdd_jax.experiments import dilution
 # The shared tiny runs' sizes (tests/tiny_runs.py): 60 balanced clips of 8 frames at 32 px,
 # batch 8, no warmup, validated only at the end; 2 steps are enough to produce every file. (The
 # cells run on one CPU device, the test process on 8, so they cannot reuse its compiled steps.)
-TINY = ["--set", "num_train_steps=2", "--set", "data.synthetic.num_clips=60",
-        "--set", "data.image_size=32", "--set", "data.synthetic.size=32",
-        "--set", "batch_size=8", "--set", "eval_batch_size=8",
-        "--set", "eval_every_epochs=100", "--set", "optim.warmup_epochs=0"]
+TINY = [
+    "--set",
+    "num_train_steps=2",
+    "--set",
+    "data.synthetic.num_clips=60",
+    "--set",
+    "data.image_size=32",
+    "--set",
+    "data.synthetic.size=32",
+    "--set",
+    "batch_size=8",
+    "--set",
+    "eval_batch_size=8",
+    "--set",
+    "eval_every_epochs=100",
+    "--set",
+    "optim.warmup_epochs=0",
+]
 GRID = ["--models", "ifdd_2dcnn,baseline_mobilenet_v2", "--event_frames", "2", "--seeds", "2"]
 
 
 def test_model_entries_labels_and_cell_commands(tmp_path):
     models = dilution.parse_models(
         "ifdd_2dcnn, baseline_mobilenet_v2,ifdd_2dcnn:ablation=ladm_none,"
-        "ifdd_2dcnn:issm=even_odd,ladm=none")
+        "ifdd_2dcnn:issm=even_odd,ladm=none"
+    )
     assert [m.label for m in models] == [
-        "ifdd_2dcnn", "baseline_mobilenet_v2", "ifdd_2dcnn [ablation=ladm_none]",
-        "ifdd_2dcnn [issm=even_odd, ladm=none]"]
-    assert [m.slug for m in models][2:] == ["ifdd_2dcnn+ablation-ladm_none",
-                                            "ifdd_2dcnn+issm-even_odd+ladm-none"]
+        "ifdd_2dcnn",
+        "baseline_mobilenet_v2",
+        "ifdd_2dcnn [ablation=ladm_none]",
+        "ifdd_2dcnn [issm=even_odd, ladm=none]",
+    ]
+    assert [m.slug for m in models][2:] == [
+        "ifdd_2dcnn+ablation-ladm_none",
+        "ifdd_2dcnn+issm-even_odd+ladm-none",
+    ]
     assert [m.is_baseline for m in models] == [False, True, False, False]
-    assert dilution.config_spec("configs/default.py:fold=2", models[3]) == \
-        "configs/default.py:fold=2,model=ifdd_2dcnn,issm=even_odd,ladm=none"
+    assert (
+        dilution.config_spec("configs/default.py:fold=2", models[3])
+        == "configs/default.py:fold=2,model=ifdd_2dcnn,issm=even_odd,ladm=none"
+    )
     assert dilution.parse_seeds("3") == [0, 1, 2] and dilution.parse_seeds("4,9") == [4, 9]
     with pytest.raises(ValueError, match="twice"):
         dilution.parse_models("ifdd_2dcnn,ifdd_2dcnn")
     with pytest.raises(ValueError, match="sets this field per cell"):
         dilution.parse_sets(["data.synthetic.event_frames=3"])
     with pytest.raises(ValueError, match="unknown ablation"):
-        dilution.check_grid("configs/default.py", dilution.parse_models("ifdd_2dcnn:ablation=x"),
-                            [2])
+        dilution.check_grid(
+            "configs/default.py", dilution.parse_models("ifdd_2dcnn:ablation=x"), [2]
+        )
     with pytest.raises(ValueError, match="unknown model"):
         dilution.check_grid("configs/default.py", dilution.parse_models("nope"), [2])
     with pytest.raises(ValueError, match="no field 'optim.learning_rate'"):
@@ -56,13 +79,19 @@ def test_model_entries_labels_and_cell_commands(tmp_path):
     a, b = cells[0], cells[1]
     assert (a.seed, a.event_frames) == (b.seed, b.event_frames) and a.model != b.model
     assert a.data_dir(out) == b.data_dir(out) != cells[2].data_dir(out)
-    command = dilution.cell_command(cells[2], out, config_file="configs/default.py", epochs=5,
-                                    sets=[("batch_size", "8")])
+    command = dilution.cell_command(
+        cells[2], out, config_file="configs/default.py", epochs=5, sets=[("batch_size", "8")]
+    )
     assert command[1:3] == ["-m", "ifdd_jax.main"]
-    assert {"--config.seed=1", "--config.data.synthetic.seed=1",
-            "--config.data.synthetic.event_frames=2", "--config.num_epochs=5",
-            "--config.batch_size=8", f"--config.data_dir={cells[2].data_dir(out)}",
-            f"--workdir={cells[2].workdir(out)}"} <= set(command)
+    assert {
+        "--config.seed=1",
+        "--config.data.synthetic.seed=1",
+        "--config.data.synthetic.event_frames=2",
+        "--config.num_epochs=5",
+        "--config.batch_size=8",
+        f"--config.data_dir={cells[2].data_dir(out)}",
+        f"--workdir={cells[2].workdir(out)}",
+    } <= set(command)
 
 
 def _write_rows(path, rows):
@@ -74,16 +103,19 @@ def _write_rows(path, rows):
 
 def test_mean_std_and_verdict_from_a_hand_made_csv(tmp_path):
     path = str(tmp_path / "study.csv")
-    _write_rows(path, [
-        # model, event_frames, seed, uar, war, steps, seconds
-        ("ifdd_2dcnn", 2, 0, 40.0, 50.0, 100, 10.0),
-        ("ifdd_2dcnn", 2, 1, 50.0, 52.0, 100, 12.0),
-        ("ifdd_2dcnn", 2, 2, 60.0, 54.0, 100, 14.0),
-        ("baseline_mobilenet_v2", 2, 0, 45.0, 60.0, 100, 8.0),
-        ("baseline_mobilenet_v2", 2, 1, 47.0, 60.0, 100, 8.0),
-        ("ifdd_2dcnn", 4, 0, 30.0, 35.0, 100, 10.0),
-        ("baseline_mobilenet_v2", 4, 0, 33.0, 30.0, 100, ""),
-    ])
+    _write_rows(
+        path,
+        [
+            # model, event_frames, seed, uar, war, steps, seconds
+            ("ifdd_2dcnn", 2, 0, 40.0, 50.0, 100, 10.0),
+            ("ifdd_2dcnn", 2, 1, 50.0, 52.0, 100, 12.0),
+            ("ifdd_2dcnn", 2, 2, 60.0, 54.0, 100, 14.0),
+            ("baseline_mobilenet_v2", 2, 0, 45.0, 60.0, 100, 8.0),
+            ("baseline_mobilenet_v2", 2, 1, 47.0, 60.0, 100, 8.0),
+            ("ifdd_2dcnn", 4, 0, 30.0, 35.0, 100, 10.0),
+            ("baseline_mobilenet_v2", 4, 0, 33.0, 30.0, 100, ""),
+        ],
+    )
     rows = dilution.read_csv(path)
     assert rows[-1]["seconds"] is None
     summary = dilution.summarize(rows)
@@ -92,23 +124,29 @@ def test_mean_std_and_verdict_from_a_hand_made_csv(tmp_path):
     assert (s.mean, s.std, s.n) == (pytest.approx(50.0), pytest.approx(10.0), 3)
     assert s.text() == "50.00 ± 10.00 (3)"
     b = summary["uar"][("baseline_mobilenet_v2", 2)]
-    assert (b.mean, b.std, b.n) == (pytest.approx(46.0), pytest.approx(2 ** 0.5), 2)
+    assert (b.mean, b.std, b.n) == (pytest.approx(46.0), pytest.approx(2**0.5), 2)
     assert summary["war"][("ifdd_2dcnn", 2)].std == pytest.approx(2.0)
     assert summary["uar"][("ifdd_2dcnn", 4)].text() == "30.00 (1)"  # one seed: no std
 
     models = ["ifdd_2dcnn", "baseline_mobilenet_v2"]
-    text = dilution.render_markdown(rows, command="python -m ifdd_jax.experiments.dilution x",
-                                    models=models, levels=[2, 4], missing=["a cell"])
+    text = dilution.render_markdown(
+        rows,
+        command="python -m ifdd_jax.experiments.dilution x",
+        models=models,
+        levels=[2, 4],
+        missing=["a cell"],
+    )
     assert text.splitlines()[5] == "python -m ifdd_jax.experiments.dilution x"
     assert "| ifdd_2dcnn | 50.00 ± 10.00 (3) | 30.00 (1) |" in text
     assert "| baseline_mobilenet_v2 | 46.00 ± 1.41 (2) | 33.00 (1) |" in text
     assert "| ifdd_2dcnn | 52.00 ± 2.00 (3) | 35.00 (1) |" in text  # the WAR table
     assert "event_frames 2: ifdd_2dcnn 50.00 vs baseline_mobilenet_v2 46.00: IFDD **beats**" in text
-    assert "event_frames 4: ifdd_2dcnn 30.00 vs baseline_mobilenet_v2 33.00: IFDD **does not " \
-           "beat**" in text
+    assert (
+        "event_frames 4: ifdd_2dcnn 30.00 vs baseline_mobilenet_v2 33.00: IFDD **does not "
+        "beat**" in text
+    )
     assert "## Not finished (1)" in text
-    png = dilution.plot_uar(rows, models, [2, 4], str(tmp_path / "uar.png"), num_classes=7,
-                            dpi=60)
+    png = dilution.plot_uar(rows, models, [2, 4], str(tmp_path / "uar.png"), num_classes=7, dpi=60)
     assert os.path.getsize(png) > 1000
 
 
@@ -133,8 +171,11 @@ def test_study_end_to_end(study):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     rows = dilution.read_csv(os.path.join(out, "study.csv"))
     assert sorted((r["model"], r["seed"]) for r in rows) == [
-        ("baseline_mobilenet_v2", 0), ("baseline_mobilenet_v2", 1), ("ifdd_2dcnn", 0),
-        ("ifdd_2dcnn", 1)]
+        ("baseline_mobilenet_v2", 0),
+        ("baseline_mobilenet_v2", 1),
+        ("ifdd_2dcnn", 0),
+        ("ifdd_2dcnn", 1),
+    ]
     assert all(r["event_frames"] == 2 and r["steps"] == 2 and r["seconds"] > 0 for r in rows)
     assert all(0 <= r["uar"] <= 100 and 0 <= r["war"] <= 100 for r in rows)
     text = open(os.path.join(out, "study.md")).read()
@@ -164,8 +205,7 @@ def test_rerun_skips_finished_cells_dry_run_and_report_only(study, capsys):
     assert os.path.getmtime(results) == before
     assert json.load(open(os.path.join(cell.workdir(out), "cell.json")))["invocations"] == 1
 
-    assert dilution.main(["--out", out, *GRID, "--event_frames", "2,4", *TINY,
-                          "--dry_run"]) == 0
+    assert dilution.main(["--out", out, *GRID, "--event_frames", "2,4", *TINY, "--dry_run"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("8 cells (2 models × 2 levels × 2 seeds)")
     assert printed.count("(done)") == 4 and printed.count("(to run)") == 4

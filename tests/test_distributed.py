@@ -36,8 +36,14 @@ def test_two_processes_match_one(tmp_path):
     multi = tmp_path / "multi.json"
     port = str(_free_port())
     procs = [
-        subprocess.Popen([sys.executable, WORKER, str(multi), port, "2", str(i)], cwd=REPO,
-                         env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, WORKER, str(multi), port, "2", str(i)],
+            cwd=REPO,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(2)
     ]
     for p in procs:

@@ -11,9 +11,19 @@ from ifdd_jax import folds
 def _write(tmp_path, fold, uar, war, model="ifdd_2dcnn", dataset="dfew"):
     d = tmp_path / f"fold{fold}"
     d.mkdir()
-    (d / "results.json").write_text(json.dumps(dict(
-        dataset=dataset, model=model, flavor="paper", fold=fold, uar=uar, war=war,
-        validation_protocol="holdout")))
+    (d / "results.json").write_text(
+        json.dumps(
+            dict(
+                dataset=dataset,
+                model=model,
+                flavor="paper",
+                fold=fold,
+                uar=uar,
+                war=war,
+                validation_protocol="holdout",
+            )
+        )
+    )
     return str(d)
 
 

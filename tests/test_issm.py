@@ -34,9 +34,11 @@ def _init(module, x):
 def _zero_offsets(variables):
     """Zeroes the offset Linears (kernel and bias) so that ΔI = 0."""
     params = jax.tree_util.tree_map_with_path(
-        lambda path, v: jnp.zeros_like(v)
-        if any(getattr(k, "key", None) in ("static_offset", "dynamic_offset") for k in path)
-        else v,
+        lambda path, v: (
+            jnp.zeros_like(v)
+            if any(getattr(k, "key", None) in ("static_offset", "dynamic_offset") for k in path)
+            else v
+        ),
         variables["params"],
     )
     return {**variables, "params": params}
@@ -78,7 +80,9 @@ def test_reference_positions_match_grid_sample_quirk():
     # the odd slots {0.64, 2.93, 5.21, 7} for T = 8.
     even = reference_positions(jnp.array([0.0, 2.0, 4.0, 6.0]), 8)
     odd = reference_positions(jnp.array([1.0, 3.0, 5.0, 7.0]), 8)
-    np.testing.assert_allclose(even, [0.0, 8 * 2 / 7 - 0.5, 8 * 4 / 7 - 0.5, 8 * 6 / 7 - 0.5], rtol=1e-6)
+    np.testing.assert_allclose(
+        even, [0.0, 8 * 2 / 7 - 0.5, 8 * 4 / 7 - 0.5, 8 * 6 / 7 - 0.5], rtol=1e-6
+    )
     np.testing.assert_allclose(even, [0.0, 1.7857, 4.0714, 6.3571], atol=1e-4)
     np.testing.assert_allclose(odd, [0.6429, 2.9286, 5.2143, 7.0], atol=1e-4)
 
@@ -113,7 +117,10 @@ def test_reference_zero_offsets_read_quirk_positions():
     # The released offset Linears have no bias; time_project exists but is unused.
     assert "bias" not in variables["params"]["static_offset"]
     assert set(variables["params"]["time_project"]) == {
-        "layer0_kernel", "layer0_bias", "layer2_kernel", "layer2_bias"
+        "layer0_kernel",
+        "layer0_bias",
+        "layer2_kernel",
+        "layer2_bias",
     }
     out = module.apply(_zero_offsets(variables), x)
     expected = reference_positions(jnp.arange(0.0, T, 2.0), T)

@@ -75,13 +75,15 @@ def test_attention_spread_is_zero_for_identical_clips_only(run_dir):
     # The same face with different motion: still, sliding right, sliding down, flickering,
     # and a second face sliding left.
     other = _clip(1)
-    clips = np.stack([
-        np.repeat(image[None], 8, axis=0),
-        moving,
-        np.stack([np.roll(image, 3 * t, axis=0) for t in range(8)]),
-        np.stack([image * (0.3 if t % 2 else 1.0) for t in range(8)]),
-        np.stack([np.roll(other, -2 * t, axis=1) for t in range(8)]),
-    ])
+    clips = np.stack(
+        [
+            np.repeat(image[None], 8, axis=0),
+            moving,
+            np.stack([np.roll(image, 3 * t, axis=0) for t in range(8)]),
+            np.stack([image * (0.3 if t % 2 else 1.0) for t in range(8)]),
+            np.stack([np.roll(other, -2 * t, axis=1) for t in range(8)]),
+        ]
+    )
     d = issm_diagnostics.diagnose_clips(trained.model, trained.variables, clips, batch_size=4)
     assert d["num_clips"] == 5  # two batches, the second padded
     for group in ("static", "dynamic"):
@@ -93,8 +95,9 @@ def test_models_without_issm_are_skipped(tmp_path, capsys):
     from ifdd_jax import train
 
     workdir = str(tmp_path / "baseline")
-    train.write_config(tiny_config(str(tmp_path / "data"), model_name="baseline_mobilenet_v2"),
-                       workdir)  # the config is enough: nothing is restored for a baseline
+    train.write_config(
+        tiny_config(str(tmp_path / "data"), model_name="baseline_mobilenet_v2"), workdir
+    )  # the config is enough: nothing is restored for a baseline
     out = str(tmp_path / "skip.json")
     assert issm_diagnostics.main(["--workdir", workdir, "--out", out]) == 0
     assert "skipped: " in capsys.readouterr().out

@@ -96,7 +96,9 @@ def _numpy_ladm(params, xs, xd, variant, flavor, heads):
             r = params["refiner"]
             h = _layer_norm(yd, r["norm1"])
             qkv = _dense(h, r["qkv"])
-            yd = yd + _dense(_attention(qkv[:, :C], qkv[:, C : 2 * C], qkv[:, 2 * C :], heads), r["proj"])
+            yd = yd + _dense(
+                _attention(qkv[:, :C], qkv[:, C : 2 * C], qkv[:, 2 * C :], heads), r["proj"]
+            )
             h = _layer_norm(yd, r["norm2"])
             yd = _dense(_gelu(_dense(h, r["mlp_fc1"])), r["mlp_fc2"])  # no residual
         feats.append(yd.T @ np.asarray(params["project_compress"])[:, 0])
@@ -155,7 +157,12 @@ def test_paper_flavor_has_no_norms_and_reference_has_the_released_layers():
     assert set(paper) == {"updater", "predictor", "project_compress"}
     ref = _ladm(flavor="reference").init(jax.random.key(0), xs, xd)["params"]
     assert set(ref) == {
-        "positions", "static_norm", "dynamic_norm", "updater", "predictor", "refiner",
+        "positions",
+        "static_norm",
+        "dynamic_norm",
+        "updater",
+        "predictor",
+        "refiner",
         "project_compress",
     }
     assert ref["positions"]["temporal_pos"].shape == (2 * TT, C)
@@ -184,12 +191,19 @@ def test_linears_use_pytorch_default_init(flavor):
     params = _ladm(flavor=flavor).init(jax.random.key(1), xs, xs)["params"]
     n = tt * hw
     linears = {  # module path -> fan_in (in_features of the PyTorch Linear)
-        "updater/q": c, "updater/kv": c, "updater/project": c,
-        "predictor/q": c, "predictor/kv": c, "predictor/project": c,
+        "updater/q": c,
+        "updater/kv": c,
+        "updater/project": c,
+        "predictor/q": c,
+        "predictor/kv": c,
+        "predictor/project": c,
     }
     if flavor == "reference":
         linears |= {
-            "refiner/qkv": c, "refiner/proj": c, "refiner/mlp_fc1": c, "refiner/mlp_fc2": 4 * c,
+            "refiner/qkv": c,
+            "refiner/proj": c,
+            "refiner/mlp_fc1": c,
+            "refiner/mlp_fc2": 4 * c,
         }
     checked = []
     for path, fan_in in linears.items():

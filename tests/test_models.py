@@ -76,11 +76,17 @@ def _one_step(config):
 
     def loss_fn(p):
         out, updates = model.apply(
-            {"params": p, **state}, clips, train=True, rngs={"dropout": jax.random.key(4)},
+            {"params": p, **state},
+            clips,
+            train=True,
+            rngs={"dropout": jax.random.key(4)},
             mutable=["batch_stats"],
         )
         loss, _ = ifdd_loss(
-            out, labels, lift=config.loss.lift, lift_weight=config.loss.lift_weight,
+            out,
+            labels,
+            lift=config.loss.lift,
+            lift_weight=config.loss.lift_weight,
             flavor=config.flavor,
         )
         return loss, updates
@@ -106,7 +112,8 @@ def _assert_step_trains(loss, grads, params, new_params):
     frozen = [
         jax.tree_util.keystr(path)
         for path, (a, b) in jax.tree_util.tree_leaves_with_path(
-            jax.tree.map(lambda a, b: (a, b), params, new_params), is_leaf=lambda x: isinstance(x, tuple)
+            jax.tree.map(lambda a, b: (a, b), params, new_params),
+            is_leaf=lambda x: isinstance(x, tuple),
         )
         if not np.any(np.asarray(a) != np.asarray(b))
         and not any(u in jax.tree_util.keystr(path) for u in UNUSED)
@@ -116,7 +123,12 @@ def _assert_step_trains(loss, grads, params, new_params):
 
 @pytest.mark.parametrize(
     "name,flavor",
-    [(n, f) for n in MODEL_NAMES for f in FLAVORS if not (n.startswith("baseline") and f == "reference")],
+    [
+        (n, f)
+        for n in MODEL_NAMES
+        for f in FLAVORS
+        if not (n.startswith("baseline") and f == "reference")
+    ],
 )
 def test_models_take_a_gradient_step(name, flavor):
     _assert_step_trains(*_one_step(_config(model=name, flavor=flavor)))
@@ -132,7 +144,11 @@ def test_ifdd_2dcnn_trunk_pyramid_geometry():
     clips = jax.ShapeDtypeStruct((1, 16, 224, 224, 3), jnp.float32)
     variables = jax.eval_shape(lambda x: trunk.init(RNGS, x, train=False), clips)
     levels = jax.eval_shape(lambda v, x: trunk.apply(v, x, train=False), variables, clips)
-    assert [lv.shape for lv in levels] == [(1, 8, 56, 56, 32), (1, 8, 28, 28, 64), (1, 8, 14, 14, 96)]
+    assert [lv.shape for lv in levels] == [
+        (1, 8, 56, 56, 32),
+        (1, 8, 28, 28, 64),
+        (1, 8, 14, 14, 96),
+    ]
 
 
 def test_inverted_residual_uses_the_skip_only_when_shapes_agree():
@@ -141,9 +157,13 @@ def test_inverted_residual_uses_the_skip_only_when_shapes_agree():
     v = block.init(RNGS, x, train=False)
     # With the projection BN scaled to zero the block is exactly the identity (the skip).
     v = jax.tree_util.tree_map_with_path(
-        lambda path, a: jnp.zeros_like(a)
-        if "project" in str(path) and "bn" in str(path) and ("scale" in str(path) or "bias" in str(path))
-        else a,
+        lambda path, a: (
+            jnp.zeros_like(a)
+            if "project" in str(path)
+            and "bn" in str(path)
+            and ("scale" in str(path) or "bias" in str(path))
+            else a
+        ),
         v,
     )
     np.testing.assert_allclose(block.apply(v, x, train=False), x, rtol=1e-6)
@@ -160,7 +180,9 @@ def test_pyramid_sizes_and_errors():
         assert module.apply(v, levels).shape == (2, 14, 14, 12)
         assert ("level2_conv" in v["params"]) is (not pass_through)
     with pytest.raises(ValueError, match="not an integer multiple"):
-        PyramidAggregation(features=4).init(RNGS, [jnp.ones((1, 30, 30, 2)), jnp.ones((1, 14, 14, 2))])
+        PyramidAggregation(features=4).init(
+            RNGS, [jnp.ones((1, 30, 30, 2)), jnp.ones((1, 14, 14, 2))]
+        )
 
 
 def test_ifdd_2dcnn_cost_matches_the_paper():

@@ -11,9 +11,9 @@ from ifdd_jax.config_lib import load_config_file
 from ifdd_jax.models import build_model
 from ifdd_jax.models.mvit import (
     DepthwiseConv3d,
-    MViT,
     MultiscaleAttention,
     MultiscaleBlock,
+    MViT,
     block_configs,
     linear_resize_matrix,
     mvit_v2_s_blocks,
@@ -62,7 +62,7 @@ def test_released_10_block_config():
 
 
 def test_reference_shape_table():
-    """docs/reference-ifdd.md §1: per-block token shapes, stage outputs, IFDD's wiring at 16×224²."""
+    """docs/reference-ifdd.md §1: per-block token shapes, stage outputs, IFDD wiring at 16×224²."""
     trunk = MViT(mvit_v2_xs_blocks())
     variables = jax.eval_shape(lambda x: trunk.init(RNGS, x), FULL)
     blocks = []

@@ -16,8 +16,9 @@ def _execute(name: str, cwd: str) -> None:
 
     path = os.path.join(ROOT, "colab", f"{name}.ipynb")
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, kernel_name="python3", timeout=240,
-                            resources={"metadata": {"path": cwd}})
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=240, resources={"metadata": {"path": cwd}}
+    )
     client.execute()  # raises CellExecutionError naming the failing cell
     nbformat.write(notebook, os.path.join(cwd, f"{name}.executed.ipynb"))
 

@@ -62,11 +62,10 @@ def test_param_groups_and_group_errors():
 
 def test_argument_parsing():
     args = parity.parse_args(["--released", "/x"])
-    assert (args.released, args.batch, args.steps, args.epoch, args.json) == (
-        "/x", 2, 5, 10, None
+    assert (args.released, args.batch, args.steps, args.epoch, args.json) == ("/x", 2, 5, 10, None)
+    args = parity.parse_args(
+        ["--released", "/x", "--batch", "1", "--steps", "0", "--epoch", "3", "--json", "out.json"]
     )
-    args = parity.parse_args(["--released", "/x", "--batch", "1", "--steps", "0", "--epoch",
-                              "3", "--json", "out.json"])
     assert (args.batch, args.steps, args.epoch, args.json) == (1, 0, 3, "out.json")
     for bad in (["--released", "/x", "--steps", "-1"], ["--released", "/x", "--batch", "0"], []):
         with pytest.raises(SystemExit):

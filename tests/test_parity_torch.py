@@ -25,9 +25,9 @@ from ifdd_jax.convert import families, load_into, specs, torchvision_mvit, trans
 from ifdd_jax.convert.core import _fit, _unflatten  # noqa: E402
 from ifdd_jax.models.mobilenet_v2 import InvertedResidual  # noqa: E402
 from ifdd_jax.models.mvit import (  # noqa: E402
+    MultiscaleBlock,
     MViT,
     MViTBlockConfig,
-    MultiscaleBlock,
     mvit_v2_s_blocks,
 )
 
@@ -93,10 +93,18 @@ def test_one_mvit_block_with_pooling_and_rel_pos():
     cnf = MViTBlockConfig(2, 16, 32, stride_q=(1, 2, 2), stride_kv=(1, 2, 2))
     thw = (4, 8, 8)
     norm = functools.partial(torch.nn.LayerNorm, eps=1e-6)
-    block = _randomize(tv_mvit.MultiscaleBlock(
-        input_size=list(thw), cnf=torchvision_mvit.block_setting([cnf])[0], residual_pool=True,
-        residual_with_cls_embed=False, rel_pos_embed=True, proj_after_attn=True, norm_layer=norm,
-    ), seed=1)
+    block = _randomize(
+        tv_mvit.MultiscaleBlock(
+            input_size=list(thw),
+            cnf=torchvision_mvit.block_setting([cnf])[0],
+            residual_pool=True,
+            residual_with_cls_embed=False,
+            rel_pos_embed=True,
+            proj_after_attn=True,
+            norm_layer=norm,
+        ),
+        seed=1,
+    )
     x = np.random.default_rng(0).standard_normal((2, 1 + 4 * 8 * 8, 16)).astype(np.float32)
     with torch.no_grad():
         expected, expected_thw = block(torch.from_numpy(x), thw)

@@ -58,8 +58,9 @@ def _clip_folder(run: str) -> str:
     """A frame folder of the synthetic set the run trained on."""
     import glob
 
-    pattern = os.path.join(os.path.dirname(run), "tiny_synthetic", "synthetic_*", "Clip",
-                           "clip_224x224_16f", "*")
+    pattern = os.path.join(
+        os.path.dirname(run), "tiny_synthetic", "synthetic_*", "Clip", "clip_224x224_16f", "*"
+    )
     return sorted(glob.glob(pattern))[0]
 
 
@@ -86,8 +87,13 @@ def _frames_of(folder: str) -> np.ndarray:
 
 def _cli(*args, timeout=300):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
-    return subprocess.run([sys.executable, "-m", "ifdd_jax.predict", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "ifdd_jax.predict", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def _check_record(record: dict) -> None:
@@ -108,8 +114,20 @@ def test_cli_predicts_a_clip_a_frame_folder_and_a_video(run_dir, tmp_path):
     shutil.copytree(clip, folder / "clip_a")
     shutil.copy(video, folder / "b.mp4")
     out = str(tmp_path / "pred.json")
-    result = _cli("--workdir", run_dir, "--input", clip, video, str(folder), "--output", out,
-                  "--window_frames", "16", "--batch_size", "4")
+    result = _cli(
+        "--workdir",
+        run_dir,
+        "--input",
+        clip,
+        video,
+        str(folder),
+        "--output",
+        out,
+        "--window_frames",
+        "16",
+        "--batch_size",
+        "4",
+    )
     assert result.returncode == 0, result.stderr
     report = json.load(open(out))
     assert report["errors"] == [] and report["model"] == "ifdd_2dcnn"
@@ -122,8 +140,10 @@ def test_cli_predicts_a_clip_a_frame_folder_and_a_video(run_dir, tmp_path):
     assert by_input[clip]["kind"] == "frames" and by_input[video]["kind"] == "video"
     assert by_input[video]["num_frames"] == 40 and by_input[video]["fps"] == pytest.approx(10)
     # The same frames give the same prediction from a folder and from a copy of it.
-    np.testing.assert_allclose(list(by_input[clip]["probabilities"].values()),
-                               list(by_input[str(folder / "clip_a")]["probabilities"].values()))
+    np.testing.assert_allclose(
+        list(by_input[clip]["probabilities"].values()),
+        list(by_input[str(folder / "clip_a")]["probabilities"].values()),
+    )
     timeline = by_input[video]["timeline"]
     assert [(w["start_frame"], w["end_frame"]) for w in timeline] == [(0, 16), (16, 32), (32, 40)]
     assert timeline[1]["start_s"] == pytest.approx(1.6)
@@ -154,39 +174,50 @@ def test_predictions_match_the_evaluation_pipeline(run_dir):
     clips = np.zeros((8,) + clip.clips.shape, np.float32)  # the eval batch of the run: 8 clips
     clips[0] = clip.clips
     batch = sharding.global_batch(
-        mesh, dict(clips=clips, label=np.zeros(8, np.int32), mask=np.arange(8) == 0),
-        evaluate.EVAL_KEYS)
+        mesh,
+        dict(clips=clips, label=np.zeros(8, np.int32), mask=np.arange(8) == 0),
+        evaluate.EVAL_KEYS,
+    )
     step = evaluate._compiled_eval_step(trained.model, mesh, jnp.float32)
     _, logits = step(jax.device_put(trained.variables, sharding.replicated(mesh)), batch)
-    np.testing.assert_allclose(list(report["results"][0]["probabilities"].values()),
-                               np.asarray(jax.nn.softmax(logits[0])), atol=1e-5)
+    np.testing.assert_allclose(
+        list(report["results"][0]["probabilities"].values()),
+        np.asarray(jax.nn.softmax(logits[0])),
+        atol=1e-5,
+    )
 
 
 def test_csv_output_face_crop_and_window_seconds(run_dir, tmp_path):
     trained = trained_run.load_trained(checkpoint=os.path.join(run_dir, "checkpoints"))
     frames = np.concatenate([_frames_of(_clip_folder(run_dir))] * 3)  # 24 frames
     video = _write_video(str(tmp_path / "v.avi"), frames, fps=8)
-    report = predict.predict_sources(trained, inputs.discover_sources(video), batch_size=8,
-                                     crop_faces=True, window_s=1.0)
+    report = predict.predict_sources(
+        trained, inputs.discover_sources(video), batch_size=8, crop_faces=True, window_s=1.0
+    )
     record = report["results"][0]
     # A synthetic cartoon face may or may not be detected; either way the result says what happened.
     assert (record["face_crop"] is None) == ("face_crop_note" in record)
     assert [(w["start_frame"], w["end_frame"]) for w in record["timeline"]] == [
-        (0, 8), (8, 16), (16, 24)]
+        (0, 8),
+        (8, 16),
+        (16, 24),
+    ]
     out = str(tmp_path / "p.csv")
     predict.write_output(report, out)
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 4 and rows[0]["window_start_frame"] == "" and rows[2]["start_s"] == "1.0"
     assert rows[0]["prediction"] == record["prediction"]
-    np.testing.assert_allclose(sum(float(rows[1][f"p_{n}"]) for n in trained.class_names), 1,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        sum(float(rows[1][f"p_{n}"]) for n in trained.class_names), 1, atol=1e-4
+    )
 
 
 def test_face_box_finds_a_face_like_pattern():
     """The bundled Haar cascade is found and a face box is a square inside the frame."""
     cv2 = pytest.importorskip("cv2")
-    assert os.path.isfile(os.path.join(cv2.data.haarcascades,
-                                       "haarcascade_frontalface_default.xml"))
+    assert os.path.isfile(
+        os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+    )
     blank = np.full((3, 64, 80, 3), 128, np.uint8)
     assert face_crop.face_box(blank) is None
 
@@ -196,8 +227,9 @@ def test_unreadable_inputs_are_named(run_dir, tmp_path, capsys):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"this is not a video")
     out = tmp_path / "p.json"
-    assert predict.main(["--workdir", run_dir, "--input", good, str(bad), "--output",
-                         str(out)]) == 1
+    assert (
+        predict.main(["--workdir", run_dir, "--input", good, str(bad), "--output", str(out)]) == 1
+    )
     err = capsys.readouterr().err
     assert f"error: {bad}: cannot open video" in err
     report = json.load(open(out))
@@ -207,18 +239,20 @@ def test_unreadable_inputs_are_named(run_dir, tmp_path, capsys):
     frames = tmp_path / "frames"
     shutil.copytree(good, frames)
     (frames / "3.jpg").write_bytes(b"\xff\xd8\xff truncated")
-    report = predict.predict_sources(trained_run.load_trained(run_dir),
-                                     inputs.discover_sources(str(frames)))
+    report = predict.predict_sources(
+        trained_run.load_trained(run_dir), inputs.discover_sources(str(frames))
+    )
     assert report["results"] == []
     assert report["errors"][0]["error"].startswith(f"{frames / '3.jpg'}: corrupt or unreadable")
 
     (tmp_path / "empty").mkdir()
     for args, message in [
-        (["--workdir", run_dir, "--input", str(tmp_path / "nope.mp4")],
-         "nope.mp4: input does not exist"),
+        (
+            ["--workdir", run_dir, "--input", str(tmp_path / "nope.mp4")],
+            "nope.mp4: input does not exist",
+        ),
         (["--workdir", str(tmp_path), "--input", good], f"{tmp_path}: no config.json"),
-        (["--workdir", run_dir, "--input", good, "--output", "x.txt"],
-         "must end in .json or .csv"),
+        (["--workdir", run_dir, "--input", good, "--output", "x.txt"], "must end in .json or .csv"),
         (["--workdir", run_dir, "--input", str(tmp_path / "empty")], "holds no video"),
     ]:
         assert predict.main(args) == 1

@@ -93,12 +93,18 @@ def test_best_checkpoint_follows_the_metric_and_ties_go_to_the_later_step(
     ckpt = checkpointing.Checkpointer(str(tmp_path / metric), keep=4, best_metric=metric)
     for step, (uar, war) in reports.items():
         state = {"w": jnp.full(3, float(step))}
-        ckpt.save(step, state, {"epoch": step}, config,
-                  val_metrics=checkpointing.val_metrics(dict(uar=uar, war=war)))
+        ckpt.save(
+            step,
+            state,
+            {"epoch": step},
+            config,
+            val_metrics=checkpointing.val_metrics(dict(uar=uar, war=war)),
+        )
     ckpt.wait()
     assert ckpt.best_step() == expected_step
-    restored, step = ckpt.restore_best(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]),
-                                       config)
+    restored, step = ckpt.restore_best(
+        state, jax.sharding.SingleDeviceSharding(jax.devices()[0]), config
+    )
     assert step == expected_step
     np.testing.assert_array_equal(restored["w"], [float(expected_step)] * 3)
     ckpt.close()
@@ -106,8 +112,13 @@ def test_best_checkpoint_follows_the_metric_and_ties_go_to_the_later_step(
     ties = checkpointing.Checkpointer(str(tmp_path / f"{metric}_ties"), keep=4, best_metric=metric)
     for step in (1, 2, 3):
         value = 50.0 if step > 1 else 40.0
-        ties.save(step, state, {"epoch": step}, config,
-                  val_metrics=checkpointing.val_metrics(dict(uar=value, war=value)))
+        ties.save(
+            step,
+            state,
+            {"epoch": step},
+            config,
+            val_metrics=checkpointing.val_metrics(dict(uar=value, war=value)),
+        )
     ties.wait()
     assert ties.best_step() == 3
     ties.close()

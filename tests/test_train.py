@@ -25,7 +25,6 @@ from ifdd_jax.optim import (
 )
 from tests.tiny_runs import tiny_config, tiny_run_config
 
-
 # --- metrics -----------------------------------------------------------------------------------
 
 
@@ -57,8 +56,9 @@ def test_confusion_metric_ignores_masked_rows():
 # --- optimisation ------------------------------------------------------------------------------
 
 
-def _released_lr_at_epoch(epoch: int, *, max_epoch=100, warmup_epoch=10, base_lr=5e-5,
-                          end_lr=5e-7, warmup_start_lr=1e-6) -> float:
+def _released_lr_at_epoch(
+    epoch: int, *, max_epoch=100, warmup_epoch=10, base_lr=5e-5, end_lr=5e-7, warmup_start_lr=1e-6
+) -> float:
     """The released `lr_updater.get_lr_at_epoch` written out from its definition (with the
     trainer's base 1e-4/32·16 and end base·0.01): the cosine function has defaults
     warmup_epoch=1.0, base_lr=1e-4, end_lr=1e-6, and the warmup target calls it with only
@@ -66,8 +66,12 @@ def _released_lr_at_epoch(epoch: int, *, max_epoch=100, warmup_epoch=10, base_lr
 
     def cosine(cur_epoch, max_epoch, warmup_epoch=1.0, base_lr=1e-4, end_lr=1e-6):
         offset = warmup_epoch if warmup_epoch > 0 else 0.0
-        return end_lr + (base_lr - end_lr) * (
-            math.cos(math.pi * (cur_epoch - offset) / (max_epoch - offset)) + 1.0) * 0.5
+        return (
+            end_lr
+            + (base_lr - end_lr)
+            * (math.cos(math.pi * (cur_epoch - offset) / (max_epoch - offset)) + 1.0)
+            * 0.5
+        )
 
     lr = cosine(epoch, max_epoch, warmup_epoch, base_lr, end_lr)
     if epoch < warmup_epoch:
@@ -87,8 +91,9 @@ def test_reference_warmup_target_is_the_released_default_cosine():
 
 def test_reference_schedule_reproduces_the_released_warmup_quirk():
     target = reference_warmup_target(peak_lr=1e-4, warmup_epochs=10, num_epochs=100)
-    kw = dict(base_lr=5e-5, warmup_target=target, warmup_init_lr=1e-6, warmup_epochs=10,
-              num_epochs=100)
+    kw = dict(
+        base_lr=5e-5, warmup_target=target, warmup_init_lr=1e-6, warmup_epochs=10, num_epochs=100
+    )
     lr = lambda e: float(reference_lr_at_epoch(e, **kw))  # noqa: E731
     for epoch in range(100):
         np.testing.assert_allclose(lr(epoch), _released_lr_at_epoch(epoch), rtol=1e-5)
@@ -111,12 +116,19 @@ def test_optimizer_schedules_and_decay_masks():
     np.testing.assert_allclose(float(ref_schedule(100)), 1e-4 * 16 / 32, rtol=1e-5)
     # The whole run (100 epochs of 10 steps) follows the released per-epoch lr.
     for epoch in (0, 5, 9, 10, 50, 99):
-        np.testing.assert_allclose(float(ref_schedule(epoch * 10 + 3)),
-                                   _released_lr_at_epoch(epoch), rtol=1e-5)
-    params = {"conv": {"kernel": jnp.ones((3, 3, 2, 2)), "bias": jnp.ones(2)},
-              "norm": {"scale": jnp.ones(2)}, "spatial_pos": jnp.ones((4, 2))}
-    assert decay_mask(params, "paper") == {"conv": {"kernel": True, "bias": False},
-                                           "norm": {"scale": False}, "spatial_pos": False}
+        np.testing.assert_allclose(
+            float(ref_schedule(epoch * 10 + 3)), _released_lr_at_epoch(epoch), rtol=1e-5
+        )
+    params = {
+        "conv": {"kernel": jnp.ones((3, 3, 2, 2)), "bias": jnp.ones(2)},
+        "norm": {"scale": jnp.ones(2)},
+        "spatial_pos": jnp.ones((4, 2)),
+    }
+    assert decay_mask(params, "paper") == {
+        "conv": {"kernel": True, "bias": False},
+        "norm": {"scale": False},
+        "spatial_pos": False,
+    }
     assert all(jax.tree.leaves(decay_mask(params, "reference")))
 
 
@@ -126,8 +138,11 @@ def test_optimizer_schedules_and_decay_masks():
 def _batch(n=8, seed=0, k=7):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, k, n).astype(np.int32)
-    return dict(clips=rng.random((n, 8, 32, 32, 3), dtype=np.float32), label=labels,
-                target=np.eye(k, dtype=np.float32)[labels])
+    return dict(
+        clips=rng.random((n, 8, 32, 32, 3), dtype=np.float32),
+        label=labels,
+        target=np.eye(k, dtype=np.float32)[labels],
+    )
 
 
 def test_one_step_is_the_same_on_1_and_8_devices():
@@ -141,8 +156,13 @@ def test_one_step_is_the_same_on_1_and_8_devices():
         state = train_state.create_state(model, tx, config, mesh)
         step = train.make_train_step(model, tx, config, mesh)
         state, metrics = step(state, sharding.global_batch(mesh, local, train.TRAIN_KEYS))
-        results.append((float(metrics.loss.compute()), jax.device_get(state.params),
-                        jax.device_get(state.batch_stats)))
+        results.append(
+            (
+                float(metrics.loss.compute()),
+                jax.device_get(state.params),
+                jax.device_get(state.batch_stats),
+            )
+        )
     (loss1, params1, stats1), (loss8, params8, stats8) = results
     np.testing.assert_allclose(loss1, loss8, rtol=1e-5)
     for a, b in zip(jax.tree.leaves((params1, stats1)), jax.tree.leaves((params8, stats8))):
@@ -175,7 +195,8 @@ def test_bfloat16_compute_runs():
     mesh = sharding.make_mesh(jax.devices()[:1])
     state = train_state.create_state(model, tx, config, mesh)
     state, metrics = train.make_train_step(model, tx, config, mesh)(
-        state, sharding.global_batch(mesh, _batch(), train.TRAIN_KEYS))
+        state, sharding.global_batch(mesh, _batch(), train.TRAIN_KEYS)
+    )
     assert np.isfinite(float(metrics.loss.compute()))
     assert jax.tree.leaves(state.params)[0].dtype == jnp.float32
 
@@ -229,8 +250,18 @@ def test_end_to_end_run_resume_and_eval(synthetic_root, tmp_path, monkeypatch):
     results = train.train_and_evaluate(tiny_run_config(synthetic_root), workdir)
     on_disk = json.load(open(os.path.join(workdir, "results.json")))
     assert on_disk == json.loads(json.dumps(results))
-    for key in ("uar", "war", "per_class_recall", "confusion_matrix", "dataset", "fold", "model",
-                "flavor", "checkpoint_step", "validation_protocol"):
+    for key in (
+        "uar",
+        "war",
+        "per_class_recall",
+        "confusion_matrix",
+        "dataset",
+        "fold",
+        "model",
+        "flavor",
+        "checkpoint_step",
+        "validation_protocol",
+    ):
         assert key in on_disk
     assert on_disk["checkpoint_step"] == 6 and on_disk["validation_protocol"] == "holdout"
     assert np.asarray(on_disk["confusion_matrix"]).sum() == on_disk["num_clips"] > 0
@@ -247,14 +278,18 @@ def test_end_to_end_run_resume_and_eval(synthetic_root, tmp_path, monkeypatch):
     assert "val_confusion_matrix" in set(tags["images"]) | set(tags["tensors"])
 
     # --mode=eval on the run reproduces the test numbers of the best checkpoint.
-    again = evaluate.evaluate_checkpoint(tiny_run_config(synthetic_root), str(tmp_path / "eval"), workdir)
+    again = evaluate.evaluate_checkpoint(
+        tiny_run_config(synthetic_root), str(tmp_path / "eval"), workdir
+    )
     np.testing.assert_allclose(again["uar"], results["uar"])
     np.testing.assert_allclose(again["war"], results["war"])
 
     # A checkpoint of another model or class count: one clear error naming what differs.
     other = tiny_run_config(synthetic_root, model_name="baseline_mobilenet_v2")
-    with pytest.raises(checkpointing.CheckpointMismatchError,
-                       match="model_name: checkpoint 'ifdd_2dcnn', config 'baseline_mobilenet_v2'"):
+    with pytest.raises(
+        checkpointing.CheckpointMismatchError,
+        match="model_name: checkpoint 'ifdd_2dcnn', config 'baseline_mobilenet_v2'",
+    ):
         evaluate.evaluate_checkpoint(other, str(tmp_path / "eval2"), workdir)
     fewer = tiny_run_config(synthetic_root)
     fewer.num_classes = 5
@@ -267,8 +302,14 @@ def test_end_to_end_run_resume_and_eval(synthetic_root, tmp_path, monkeypatch):
     with pytest.raises(_Killed):
         train.train_and_evaluate(tiny_run_config(synthetic_root), resumed)
     monkeypatch.undo()
-    assert sorted(int(s) for s in os.listdir(os.path.join(resumed, checkpointing.LATEST_DIR))
-                  if s.isdigit())[-1] == 4
+    assert (
+        sorted(
+            int(s)
+            for s in os.listdir(os.path.join(resumed, checkpointing.LATEST_DIR))
+            if s.isdigit()
+        )[-1]
+        == 4
+    )
     resumed_results = train.train_and_evaluate(tiny_run_config(synthetic_root), resumed)
     step_a, params_a = _final_params(workdir)
     step_b, params_b = _final_params(resumed)
@@ -276,22 +317,33 @@ def test_end_to_end_run_resume_and_eval(synthetic_root, tmp_path, monkeypatch):
     for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
         np.testing.assert_array_equal(a, b)
     assert (results["uar"], results["war"], results["confusion_matrix"]) == (
-        resumed_results["uar"], resumed_results["war"], resumed_results["confusion_matrix"])
+        resumed_results["uar"],
+        resumed_results["war"],
+        resumed_results["confusion_matrix"],
+    )
 
 
 def _main(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "ifdd_jax.main", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ifdd_jax.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_user_errors_are_one_clear_line(tmp_path):
-    result = _main("--config=configs/dfew.py", f"--workdir={tmp_path}/a",
-                   "--config.data_dir=/no/such/dfew")
+    result = _main(
+        "--config=configs/dfew.py", f"--workdir={tmp_path}/a", "--config.data_dir=/no/such/dfew"
+    )
     assert result.returncode == 1
     assert "error: data_dir /no/such/dfew does not exist" in result.stderr
     assert "Traceback" not in result.stderr
-    result = _main("--config=configs/dfew.py:model=resnet50", f"--workdir={tmp_path}/b",
-                   f"--config.data_dir={tmp_path}")
+    result = _main(
+        "--config=configs/dfew.py:model=resnet50",
+        f"--workdir={tmp_path}/b",
+        f"--config.data_dir={tmp_path}",
+    )
     assert result.returncode == 1
     assert "unknown model 'resnet50'" in result.stderr and "Traceback" not in result.stderr
 
@@ -311,8 +363,13 @@ def test_compilation_cache_is_written_and_can_be_turned_off(tmp_path):
         "print(path)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "xla")],
-                            capture_output=True, text=True, timeout=120, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "xla")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path / "xla")
     assert os.listdir(tmp_path / "xla"), "nothing was cached"

@@ -14,7 +14,7 @@ import argparse
 import glob
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -22,20 +22,21 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from ifdd_jax.analysis import figures
 
-Series = Tuple[np.ndarray, np.ndarray]  # steps [N], values [N]
+Series = tuple[np.ndarray, np.ndarray]  # steps [N], values [N]
 TAGS = ("train_loss", "val_loss", "val_uar", "val_war", "test_uar", "test_war")
 
 
-def read_scalars(workdir: str, tags: Sequence[str] = TAGS) -> Dict[str, Series]:
+def read_scalars(workdir: str, tags: Sequence[str] = TAGS) -> dict[str, Series]:
     """{tag: (steps, values)} of the run's event files (all of them, in step order; a step
     logged twice, as after a resume, keeps its last value)."""
     files = sorted(glob.glob(os.path.join(workdir, "**", "events.out.tfevents.*"), recursive=True))
     if not files:
         raise FileNotFoundError(f"{workdir}: no TensorBoard event files (events.out.tfevents.*)")
-    points: Dict[str, Dict[int, float]] = {}
+    points: dict[str, dict[int, float]] = {}
     for path in files:
         events = event_accumulator.EventAccumulator(
-            path, size_guidance={"scalars": 0, "tensors": 0, "images": 1})
+            path, size_guidance={"scalars": 0, "tensors": 0, "images": 1}
+        )
         events.Reload()
         available = events.Tags()
         for tag in tags:
@@ -49,17 +50,22 @@ def read_scalars(workdir: str, tags: Sequence[str] = TAGS) -> Dict[str, Series]:
                     value = tf.make_ndarray(e.tensor_proto)
                     if value.size == 1:
                         points.setdefault(tag, {})[int(e.step)] = float(value.reshape(()))
-    return {tag: (np.array(sorted(p)), np.array([p[s] for s in sorted(p)]))
-            for tag, p in points.items()}
+    return {
+        tag: (np.array(sorted(p)), np.array([p[s] for s in sorted(p)])) for tag, p in points.items()
+    }
 
 
-def plot_curves(runs: Sequence[Tuple[str, Dict[str, Series]]], path: str,
-                dpi: Optional[int] = None) -> str:
+def plot_curves(
+    runs: Sequence[tuple[str, dict[str, Series]]], path: str, dpi: int | None = None
+) -> str:
     """runs: (label, scalars) pairs; writes the three-panel figure."""
     fig, axes = figures.new_figure(1, 3, figsize=(10.5, 3.0))
     colours = plt.get_cmap("tab10")
-    panels = [("loss", "loss (cross entropy + lifting)", "train_loss", "val_loss"),
-              ("uar", "UAR (%)", None, "val_uar"), ("war", "WAR (%)", None, "val_war")]
+    panels = [
+        ("loss", "loss (cross entropy + lifting)", "train_loss", "val_loss"),
+        ("uar", "UAR (%)", None, "val_uar"),
+        ("war", "WAR (%)", None, "val_war"),
+    ]
     for i, (label, scalars) in enumerate(runs):
         colour = colours(i % 10)
         for ax, (key, _, train_tag, val_tag) in zip(axes, panels):
@@ -67,13 +73,28 @@ def plot_curves(runs: Sequence[Tuple[str, Dict[str, Series]]], path: str,
                 ax.plot(*scalars[train_tag], color=colour, lw=1.2, label=f"{label} train")
             if val_tag in scalars:
                 steps, values = scalars[val_tag]
-                ax.plot(steps, values, color=colour, lw=1.2, ls="--" if key == "loss" else "-",
-                        marker="o", ms=3, label=f"{label} validation")
+                ax.plot(
+                    steps,
+                    values,
+                    color=colour,
+                    lw=1.2,
+                    ls="--" if key == "loss" else "-",
+                    marker="o",
+                    ms=3,
+                    label=f"{label} validation",
+                )
             test_tag = f"test_{key}"
             if test_tag in scalars:
                 steps, values = scalars[test_tag]
-                ax.plot(steps[-1:], values[-1:], color=colour, marker="*", ms=9, ls="none",
-                        label=f"{label} test (best checkpoint)")
+                ax.plot(
+                    steps[-1:],
+                    values[-1:],
+                    color=colour,
+                    marker="*",
+                    ms=9,
+                    ls="none",
+                    label=f"{label} test (best checkpoint)",
+                )
     for ax, (_, ylabel, _, _) in zip(axes, panels):
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
@@ -86,33 +107,41 @@ def plot_curves(runs: Sequence[Tuple[str, Dict[str, Series]]], path: str,
             if name not in labels:
                 handles.append(handle)
                 labels.append(name)
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=min(3, len(labels)))
+    fig.legend(
+        handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(3, len(labels))
+    )
     fig.tight_layout()
     return figures.save(fig, path, dpi or figures.DPI)
 
 
-def curves_figure(workdirs: Sequence[str], path: str, *, labels: Optional[Sequence[str]] = None,
-                  dpi: Optional[int] = None) -> str:
+def curves_figure(
+    workdirs: Sequence[str],
+    path: str,
+    *,
+    labels: Sequence[str] | None = None,
+    dpi: int | None = None,
+) -> str:
     if labels and len(labels) != len(workdirs):
         raise ValueError(f"{len(labels)} labels for {len(workdirs)} runs")
-    runs: List[Tuple[str, Dict[str, Series]]] = []
+    runs: list[tuple[str, dict[str, Series]]] = []
     for i, workdir in enumerate(workdirs):
         label = labels[i] if labels else os.path.basename(os.path.abspath(workdir))
         runs.append((label, read_scalars(workdir)))
     return plot_curves(runs, path, dpi)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ifdd_jax.analysis.curves",
-                                     description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ifdd_jax.analysis.curves", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--workdirs", nargs="+", required=True, help="run folders")
     parser.add_argument("--labels", nargs="*", default=None, help="legend names, one per run")
     parser.add_argument("--out", default="figures/curves.png", help="the PNG file")
     parser.add_argument("--dpi", type=int, default=None)
     args = parser.parse_args(argv)
     return figures.run_command(
-        lambda: curves_figure(args.workdirs, args.out, labels=args.labels, dpi=args.dpi))
+        lambda: curves_figure(args.workdirs, args.out, labels=args.labels, dpi=args.dpi)
+    )
 
 
 if __name__ == "__main__":

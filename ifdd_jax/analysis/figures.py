@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Iterable, Tuple, Type, Union
+from collections.abc import Callable, Iterable
 
 import matplotlib
 
@@ -46,8 +46,8 @@ def save(fig, path: str, dpi: int = DPI) -> str:
 
 
 def run_command(
-    write: Callable[[], Union[str, Iterable[str]]],
-    errors: Tuple[Type[BaseException], ...] = (OSError, ValueError),
+    write: Callable[[], str | Iterable[str]],
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError),
 ) -> int:
     """The tail of every analysis command: runs `write` (which returns the PNG path or paths it
     wrote), prints `wrote <path>` for each, or one `error: ...` line; returns the exit status."""

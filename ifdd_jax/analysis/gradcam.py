@@ -26,7 +26,7 @@ import argparse
 import functools
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -44,10 +44,17 @@ GROUP_TITLES = {"static": "Y_S (static)", "dynamic": "Y_D (dynamic)"}
 # Where each group is produced, in order of preference: (module path, sign, output key). The
 # first path the model calls is used. sign -1: the group is X - module output.
 _PRODUCERS = {
-    "static": [(("ladm", "updater"), 1.0, None), (("ladm", "static_norm"), 1.0, None),
-               (("issm",), 1.0, "static")],
-    "dynamic": [(("ladm", "refiner"), 1.0, None), (("ladm", "predictor"), -1.0, None),
-                (("ladm", "dynamic_norm"), 1.0, None), (("issm",), 1.0, "dynamic")],
+    "static": [
+        (("ladm", "updater"), 1.0, None),
+        (("ladm", "static_norm"), 1.0, None),
+        (("issm",), 1.0, "static"),
+    ],
+    "dynamic": [
+        (("ladm", "refiner"), 1.0, None),
+        (("ladm", "predictor"), -1.0, None),
+        (("ladm", "dynamic_norm"), 1.0, None),
+        (("issm",), 1.0, "dynamic"),
+    ],
 }
 
 
@@ -67,7 +74,7 @@ def _called_paths(model: nn.Module, variables: dict, clips: jax.Array) -> set:
     return paths
 
 
-def producers(model: nn.Module, variables: dict, clips: jax.Array) -> Dict[str, tuple]:
+def producers(model: nn.Module, variables: dict, clips: jax.Array) -> dict[str, tuple]:
     """{group: (module path, sign, output key)} of the calls producing Y_S and Y_D."""
     called = _called_paths(model, variables, clips)
     if ("ladm",) not in called:
@@ -86,13 +93,14 @@ def producers(model: nn.Module, variables: dict, clips: jax.Array) -> Dict[str, 
 
 
 @functools.partial(jax.jit, static_argnames=("model", "where"))
-def logit_gradients(variables: dict, clips: jax.Array, *, model: nn.Module,
-                    where: Tuple[tuple, ...]) -> Tuple[dict, Dict[str, jax.Array]]:
+def logit_gradients(
+    variables: dict, clips: jax.Array, *, model: nn.Module, where: tuple[tuple, ...]
+) -> tuple[dict, dict[str, jax.Array]]:
     """Outputs on clips [N, T, S, S, 3] and, per group, d logits / d Y as [N, K, t, H, W, C].
     `where`: (group, (module path, sign, output key)) pairs, as `producers` gives them."""
     where = dict(where)
 
-    def forward(perturbation: Dict[str, jax.Array]) -> dict:
+    def forward(perturbation: dict[str, jax.Array]) -> dict:
         def add(next_fun, args, kwargs, context):
             out = next_fun(*args, **kwargs)
             if context.method_name != "__call__":
@@ -139,8 +147,9 @@ def frame_positions(slot_index: np.ndarray, num_frames: int, x_frames: int) -> n
     return (np.asarray(slot_index, np.float64) + 0.5) * ratio - 0.5
 
 
-def to_frames(cams: np.ndarray, positions: np.ndarray, num_frames: int,
-              image_size: int) -> np.ndarray:
+def to_frames(
+    cams: np.ndarray, positions: np.ndarray, num_frames: int, image_size: int
+) -> np.ndarray:
     """Slot maps [..., t, H, W] at input-frame `positions` [t] -> [..., T, S, S]: linear in time
     (held constant beyond the first and last slot), bilinear in space."""
     order = np.argsort(positions)
@@ -170,12 +179,17 @@ def clip_cams(trained: TrainedModel, clip: np.ndarray) -> dict:
     """
     clips = jnp.asarray(clip[None])
     where = producers(trained.model, trained.variables, clips)
-    outputs, grads = logit_gradients(trained.variables, clips, model=trained.model,
-                                     where=tuple(sorted(where.items())))
+    outputs, grads = logit_gradients(
+        trained.variables, clips, model=trained.model, where=tuple(sorted(where.items()))
+    )
     num_frames, size = clip.shape[0], clip.shape[1]
     x_frames = 2 * outputs["static"].shape[1]  # Y holds T_X / 2 slots
-    result = {"probabilities": np.asarray(jax.nn.softmax(outputs["logits"][0])), "slots": {},
-              "raw": {}, "gradients": {g: np.asarray(grads[g][0]) for g in GROUPS}}
+    result = {
+        "probabilities": np.asarray(jax.nn.softmax(outputs["logits"][0])),
+        "slots": {},
+        "raw": {},
+        "gradients": {g: np.asarray(grads[g][0]) for g in GROUPS},
+    }
     for group in GROUPS:
         raw = np.asarray(grad_cam(outputs[group][0][None], grads[group][0]))  # [K, t, H, W]
         positions = frame_positions(np.asarray(outputs[f"{group}_index"][0]), num_frames, x_frames)
@@ -197,14 +211,26 @@ def _display_frames(clip: np.ndarray, normalization: str) -> np.ndarray:
     return np.clip(clip, 0.0, 1.0)
 
 
-def plot_cams(frames: np.ndarray, cams: np.ndarray, class_names: Sequence[str],
-              probabilities: np.ndarray, slots: np.ndarray, title: str, path: str,
-              dpi: Optional[int] = None) -> str:
+def plot_cams(
+    frames: np.ndarray,
+    cams: np.ndarray,
+    class_names: Sequence[str],
+    probabilities: np.ndarray,
+    slots: np.ndarray,
+    title: str,
+    path: str,
+    dpi: int | None = None,
+) -> str:
     """Rows: the frames, then one heatmap row per emotion; columns: the T frames."""
     num_frames = frames.shape[0]
     rows = 1 + len(class_names)
-    fig, axes = figures.new_figure(rows, num_frames, figsize=(1.0 * num_frames + 1.6, 1.0 * rows),
-                                   squeeze=False, gridspec_kw=dict(wspace=0.04, hspace=0.08))
+    fig, axes = figures.new_figure(
+        rows,
+        num_frames,
+        figsize=(1.0 * num_frames + 1.6, 1.0 * rows),
+        squeeze=False,
+        gridspec_kw=dict(wspace=0.04, hspace=0.08),
+    )
     gray = frames.mean(axis=-1)
     image = None
     for f in range(num_frames):
@@ -222,16 +248,18 @@ def plot_cams(frames: np.ndarray, cams: np.ndarray, class_names: Sequence[str],
             spine.set_visible(False)
     axes[0, 0].set_ylabel("input", rotation=0, ha="right", va="center")
     for k, name in enumerate(class_names):
-        axes[k + 1, 0].set_ylabel(f"{name}\np={probabilities[k]:.2f}", rotation=0, ha="right",
-                                  va="center")
+        axes[k + 1, 0].set_ylabel(
+            f"{name}\np={probabilities[k]:.2f}", rotation=0, ha="right", va="center"
+        )
     fig.suptitle(f"{title}\nframe index (* = frame an ISSM slot reads)", fontsize=9)
     bar = fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
     bar.set_label("Grad-CAM (normalised)")
     return figures.save(fig, path, dpi or figures.DPI)
 
 
-def gradcam_figures(trained: TrainedModel, source_path: str, out_dir: str,
-                    dpi: Optional[int] = None) -> List[str]:
+def gradcam_figures(
+    trained: TrainedModel, source_path: str, out_dir: str, dpi: int | None = None
+) -> list[str]:
     """Reads a clip (video or frame folder) as evaluation does and writes
     `<out_dir>/gradcam_<clip>_{static,dynamic}.png`; returns the paths."""
     sources = discover_sources(source_path)
@@ -243,28 +271,48 @@ def gradcam_figures(trained: TrainedModel, source_path: str, out_dir: str,
         stem = os.path.splitext(os.path.basename(source.path.rstrip("/")))[0]
         for group in GROUPS:
             path = os.path.join(out_dir, f"gradcam_{stem}_{group}.png")
-            title = (f"Grad-CAM of {GROUP_TITLES[group]}, {trained.config.model_name}: "
-                     f"{os.path.basename(source.path.rstrip('/'))}")
-            paths.append(plot_cams(frames, cams[group], trained.class_names,
-                                   cams["probabilities"], cams["slots"][group], title, path, dpi))
+            title = (
+                f"Grad-CAM of {GROUP_TITLES[group]}, {trained.config.model_name}: "
+                f"{os.path.basename(source.path.rstrip('/'))}"
+            )
+            paths.append(
+                plot_cams(
+                    frames,
+                    cams[group],
+                    trained.class_names,
+                    cams["probabilities"],
+                    cams["slots"][group],
+                    title,
+                    path,
+                    dpi,
+                )
+            )
     return paths
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ifdd_jax.analysis.gradcam",
-                                     description="Grad-CAM of Y_S and Y_D over a clip's frames.")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ifdd_jax.analysis.gradcam",
+        description="Grad-CAM of Y_S and Y_D over a clip's frames.",
+    )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--workdir", help="a training run's folder")
     where.add_argument("--checkpoint", help="a checkpoint folder or one step folder")
     parser.add_argument("--config", default=None, help="the run's config if it has no config.json")
-    parser.add_argument("--input", required=True,
-                        help="a video, a frame folder or a folder of them")
+    parser.add_argument(
+        "--input", required=True, help="a video, a frame folder or a folder of them"
+    )
     parser.add_argument("--out_dir", default="figures", help="where the PNG files go")
     parser.add_argument("--dpi", type=int, default=None, help="resolution of the PNG files")
     args = parser.parse_args(argv)
-    return figures.run_command(lambda: gradcam_figures(
-        load_trained(args.workdir, args.checkpoint, args.config), args.input, args.out_dir,
-        args.dpi))
+    return figures.run_command(
+        lambda: gradcam_figures(
+            load_trained(args.workdir, args.checkpoint, args.config),
+            args.input,
+            args.out_dir,
+            args.dpi,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import json
 import math
 import os
 import sys
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -76,10 +76,10 @@ def _is_probe(module, method_name: str) -> bool:
     return method_name == "__call__" and isinstance(module, (ISSM, LADM))
 
 
-def _captured(intermediates) -> Dict[str, dict]:
+def _captured(intermediates) -> dict[str, dict]:
     """{"issm": ISSM's output dict, "ladm": LADM's} from the captured intermediates tree (each
     module's `__call__` entry is a tuple of its return values)."""
-    found: Dict[str, dict] = {}
+    found: dict[str, dict] = {}
 
     def visit(node) -> None:
         for key, value in node.items():
@@ -104,8 +104,9 @@ def _clip_measures(variables: dict, clips: jax.Array, *, model, lift: str) -> di
     """Per-clip measures of clips `[B, T, S, S, 3]`: similarity, a_static, a_dynamic
     `[B, T_X, T_X]` (where ISSM computes S), static_index, dynamic_index `[B, t]`, and `[B]`
     yd_over_xd, cos_paired, cos_all, lift."""
-    outputs, state = model.apply(variables, clips, train=False,
-                                 capture_intermediates=_is_probe, mutable=["intermediates"])
+    outputs, state = model.apply(
+        variables, clips, train=False, capture_intermediates=_is_probe, mutable=["intermediates"]
+    )
     probes = _captured(state["intermediates"])
     split, lifted = probes["issm"], probes["ladm"]
     xs = split["static"].astype(jnp.float32)  # X_S [B, t, H, W, C]
@@ -118,8 +119,9 @@ def _clip_measures(variables: dict, clips: jax.Array, *, model, lift: str) -> di
         result["similarity"] = s
         result["a_static"] = jax.nn.softmax(s, axis=-1)
         result["a_dynamic"] = jax.nn.softmax(-s, axis=-1)
-    result["yd_over_xd"] = (jnp.linalg.norm(yd.reshape(b, -1), axis=-1)
-                            / jnp.maximum(jnp.linalg.norm(xd.reshape(b, -1), axis=-1), 1e-12))
+    result["yd_over_xd"] = jnp.linalg.norm(yd.reshape(b, -1), axis=-1) / jnp.maximum(
+        jnp.linalg.norm(xd.reshape(b, -1), axis=-1), 1e-12
+    )
     cos = jnp.einsum("bid,bjd->bij", _unit(xs.reshape(b, t, -1)), _unit(xd.reshape(b, t, -1)))
     result["cos_paired"] = jnp.trace(cos, axis1=1, axis2=2) / t
     result["cos_all"] = cos.mean(axis=(1, 2))
@@ -133,15 +135,16 @@ def _lift_mode(config) -> str:
     return "tc" if mode in (None, "off") else mode
 
 
-def measure_clips(model, variables: dict, clips: np.ndarray, *, lift: str = "tc",
-                  batch_size: int = 8) -> Dict[str, np.ndarray]:
+def measure_clips(
+    model, variables: dict, clips: np.ndarray, *, lift: str = "tc", batch_size: int = 8
+) -> dict[str, np.ndarray]:
     """Per-clip measures (see `_clip_measures`) of clips `[N, T, S, S, 3]` (already
     preprocessed), run in batches of `batch_size` (the last one padded, so one compile)."""
     clips = np.asarray(clips, np.float32)
     n = clips.shape[0]
-    parts: Dict[str, list] = {}
+    parts: dict[str, list] = {}
     for start in range(0, n, batch_size):
-        batch = clips[start:start + batch_size]
+        batch = clips[start : start + batch_size]
         count = batch.shape[0]
         if count < batch_size:
             batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - count, 0)])
@@ -151,19 +154,21 @@ def measure_clips(model, variables: dict, clips: np.ndarray, *, lift: str = "tc"
     return {key: np.concatenate(value) for key, value in parts.items()}
 
 
-def measure_split(trained, workdir: str, *, split: str = "test",
-                  max_clips: Optional[int] = None) -> Dict[str, np.ndarray]:
+def measure_split(
+    trained, workdir: str, *, split: str = "test", max_clips: int | None = None
+) -> dict[str, np.ndarray]:
     """Per-clip measures over `split` as evaluation reads it (first view of each clip), plus
     "label" `[N]`."""
     data = build_data(trained.config, workdir)
     lift = _lift_mode(trained.config)
-    parts: Dict[str, list] = {}
+    parts: dict[str, list] = {}
     total = 0
     for batch in data.make_eval_iter(split):
         keep = np.asarray(batch["mask"], bool)
         clips = np.asarray(batch["clips"])[:, 0]  # [B, T, S, S, 3]: the first view
-        out = jax.device_get(_clip_measures(trained.variables, clips, model=trained.model,
-                                            lift=lift))
+        out = jax.device_get(
+            _clip_measures(trained.variables, clips, model=trained.model, lift=lift)
+        )
         out["label"] = batch["label"]
         for key, value in out.items():
             parts.setdefault(key, []).append(np.asarray(value)[keep])
@@ -195,7 +200,7 @@ def _attention_figures(a: np.ndarray) -> dict:
     )
 
 
-def summarize(measures: Dict[str, np.ndarray]) -> dict:
+def summarize(measures: dict[str, np.ndarray]) -> dict:
     """The figures of per-clip `measures` (as `measure_clips` / `measure_split` return them)."""
     static = measures["static_index"].astype(np.float64)  # [N, t]
     dynamic = measures["dynamic_index"].astype(np.float64)
@@ -230,9 +235,11 @@ def summarize(measures: Dict[str, np.ndarray]) -> dict:
             static=_attention_figures(measures["a_static"]),
             dynamic=_attention_figures(measures["a_dynamic"]),
             # S before the softmax: a small range within a clip makes both A nearly uniform.
-            similarity=dict(range_mean=float((s.max(axis=(1, 2)) - s.min(axis=(1, 2))).mean()),
-                            spread=float(s.std(axis=0).mean()),
-                            mean=s.mean(axis=0).round(4).tolist()),
+            similarity=dict(
+                range_mean=float((s.max(axis=(1, 2)) - s.min(axis=(1, 2))).mean()),
+                spread=float(s.std(axis=0).mean()),
+                mean=s.mean(axis=0).round(4).tolist(),
+            ),
         )
         result["frames_x"] = int(measures["a_static"].shape[-1])
     else:
@@ -240,21 +247,24 @@ def summarize(measures: Dict[str, np.ndarray]) -> dict:
     return result
 
 
-def diagnose_clips(model, variables: dict, clips: np.ndarray, *, lift: str = "tc",
-                   batch_size: int = 8) -> dict:
+def diagnose_clips(
+    model, variables: dict, clips: np.ndarray, *, lift: str = "tc", batch_size: int = 8
+) -> dict:
     """The figures of clips `[N, T, S, S, 3]` (already preprocessed) under `model`."""
     if not has_issm(model):
         raise NoISSMError(f"{type(model).__name__} has no ISSM")
     return summarize(measure_clips(model, variables, clips, lift=lift, batch_size=batch_size))
 
 
-def diagnose_run(workdir: str, *, split: str = "test", max_clips: Optional[int] = None) -> dict:
+def diagnose_run(workdir: str, *, split: str = "test", max_clips: int | None = None) -> dict:
     """The figures of a trained run over `split`, with what was measured where."""
     config = load_config(workdir)
     # Checked on the config before anything is restored: the baselines have nothing to measure.
     if not has_issm(build_model(config)):
-        raise NoISSMError(f"{workdir}: {config.model_name} has no ISSM (nothing to diagnose; "
-                          f"this measures IFDD models)")
+        raise NoISSMError(
+            f"{workdir}: {config.model_name} has no ISSM (nothing to diagnose; "
+            f"this measures IFDD models)"
+        )
     trained = load_trained(workdir, config=config)
     figures = summarize(measure_split(trained, workdir, split=split, max_clips=max_clips))
     m = trained.config.model
@@ -262,13 +272,22 @@ def diagnose_run(workdir: str, *, split: str = "test", max_clips: Optional[int] 
     weight = loss.get("lift_weight")
     if weight is None:
         weight = 1.0 if trained.config.flavor == "paper" else 0.1
-    figures["lifting"].update(mode=_lift_mode(trained.config), trained_mode=loss.get("lift"),
-                              trained_weight=weight,
-                              trained_reduction=loss.get("lift_reduction"))
+    figures["lifting"].update(
+        mode=_lift_mode(trained.config),
+        trained_mode=loss.get("lift"),
+        trained_weight=weight,
+        trained_reduction=loss.get("lift_reduction"),
+    )
     return dict(
-        workdir=os.path.abspath(workdir), checkpoint=trained.checkpoint, step=trained.step,
-        model=trained.config.model_name, flavor=trained.config.flavor, split=split,
-        issm=m.get("issm"), issm_range=m.get("issm_range"), ladm=m.get("ladm"),
+        workdir=os.path.abspath(workdir),
+        checkpoint=trained.checkpoint,
+        step=trained.step,
+        model=trained.config.model_name,
+        flavor=trained.config.flavor,
+        split=split,
+        issm=m.get("issm"),
+        issm_range=m.get("issm_range"),
+        ladm=m.get("ladm"),
         event_frames=trained.config.data.get("synthetic", {}).get("event_frames"),
         **figures,
     )
@@ -282,42 +301,59 @@ def format_summary(d: dict) -> str:
     """A readable summary of `diagnose_run`'s (or `summarize`'s) figures."""
     lines = []
     if "model" in d:
-        lines.append(f"{d['model']} ({d['flavor']}, ISSM {d.get('issm')}, LADM {d.get('ladm')}), "
-                     f"{d['split']} split, step {d['step']}: {d['num_clips']} clips, X has "
-                     f"{d['frames_x']} frames, {d['slots']} slots per group")
+        lines.append(
+            f"{d['model']} ({d['flavor']}, ISSM {d.get('issm')}, LADM {d.get('ladm')}), "
+            f"{d['split']} split, step {d['step']}: {d['num_clips']} clips, X has "
+            f"{d['frames_x']} frames, {d['slots']} slots per group"
+        )
     att = d.get("attention")
     if att is None:
         lines.append("attention: none (this ISSM variant computes no frame similarity)")
     else:
         sim = att["similarity"]
-        lines.append(f"similarity S: range within a clip {sim['range_mean']:.3g} (mean over "
-                     f"clips), spread across clips {sim['spread']:.3g}")
+        lines.append(
+            f"similarity S: range within a clip {sim['range_mean']:.3g} (mean over "
+            f"clips), spread across clips {sim['spread']:.3g}"
+        )
         for name, a in (("A_S", att["static"]), ("A_D", att["dynamic"])):
             lines.append(
                 f"attention {name}: spread across clips {a['spread']:.3g} (max entry std "
                 f"{a['spread_max']:.3g}); distance to identity {a['distance_identity']:.3f}, to "
                 f"uniform {a['distance_uniform']:.3f} (identity-uniform "
                 f"{a['identity_to_uniform']:.3f}); row entropy {a['row_entropy']:.3f} of the "
-                f"maximum")
+                f"maximum"
+            )
     i = d["indices"]
-    lines.append(f"indices static: mean {_numbers(i['static_mean'])} std "
-                 f"{_numbers(i['static_std'], 3)} (mean std {i['static_std_mean']:.3g})")
-    lines.append(f"indices dynamic: mean {_numbers(i['dynamic_mean'])} std "
-                 f"{_numbers(i['dynamic_std'], 3)} (mean std {i['dynamic_std_mean']:.3g})")
-    lines.append(f"min |I_S - I_D| per clip: mean {i['min_distance_mean']:.3f}, min "
-                 f"{i['min_distance_min']:.3f}, {100 * i['min_distance_below_half']:.0f}% of clips "
-                 f"below half a frame; paired |I_S[k] - I_D[k]| mean "
-                 f"{i['paired_distance_mean']:.3f}")
+    lines.append(
+        f"indices static: mean {_numbers(i['static_mean'])} std "
+        f"{_numbers(i['static_std'], 3)} (mean std {i['static_std_mean']:.3g})"
+    )
+    lines.append(
+        f"indices dynamic: mean {_numbers(i['dynamic_mean'])} std "
+        f"{_numbers(i['dynamic_std'], 3)} (mean std {i['dynamic_std_mean']:.3g})"
+    )
+    lines.append(
+        f"min |I_S - I_D| per clip: mean {i['min_distance_mean']:.3f}, min "
+        f"{i['min_distance_min']:.3f}, {100 * i['min_distance_below_half']:.0f}% of clips "
+        f"below half a frame; paired |I_S[k] - I_D[k]| mean "
+        f"{i['paired_distance_mean']:.3f}"
+    )
     f = d["lifting"]
-    weight = f" (mode {f['mode']}, trained with weight {f['trained_weight']:g}" \
-             f"{', off' if f.get('trained_mode') == 'off' else ''})" if "mode" in f else ""
-    lines.append(f"lifting: |Y_D|/|X_D| {f['yd_over_xd_norm']:.3f}; cos(X_S, X_D) paired "
-                 f"{f['cos_xs_xd_paired']:.3f}, all pairs {f['cos_xs_xd_all']:.3f}; lifting "
-                 f"loss {f['lifting_loss']:.4g}{weight}")
+    weight = (
+        f" (mode {f['mode']}, trained with weight {f['trained_weight']:g}"
+        f"{', off' if f.get('trained_mode') == 'off' else ''})"
+        if "mode" in f
+        else ""
+    )
+    lines.append(
+        f"lifting: |Y_D|/|X_D| {f['yd_over_xd_norm']:.3f}; cos(X_S, X_D) paired "
+        f"{f['cos_xs_xd_paired']:.3f}, all pairs {f['cos_xs_xd_all']:.3f}; lifting "
+        f"loss {f['lifting_loss']:.4g}{weight}"
+    )
     return "\n".join(lines)
 
 
-def _write(workdir: str, out: Optional[str], split: str, max_clips: Optional[int]) -> list:
+def _write(workdir: str, out: str | None, split: str, max_clips: int | None) -> list:
     try:
         figures = diagnose_run(workdir, split=split, max_clips=max_clips)
     except NoISSMError as e:
@@ -339,13 +375,15 @@ def _dump(value: dict, path: str) -> None:
         json.dump(value, f, indent=2)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ifdd_jax.analysis.issm_diagnostics",
-                                     description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ifdd_jax.analysis.issm_diagnostics", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--workdir", required=True, help="a training run's folder")
     parser.add_argument("--split", default="test", choices=["val", "test"])
-    parser.add_argument("--max_clips", type=int, default=None,
-                        help="clips measured (default: the whole split)")
+    parser.add_argument(
+        "--max_clips", type=int, default=None, help="clips measured (default: the whole split)"
+    )
     parser.add_argument("--out", default=None, help="the JSON file (default: print only)")
     args = parser.parse_args(argv)
     return run_command(lambda: _write(args.workdir, args.out, args.split, args.max_clips))

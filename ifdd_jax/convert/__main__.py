@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import jax
 import orbax.checkpoint as ocp
@@ -26,7 +26,7 @@ from ifdd_jax.convert import load_into
 from ifdd_jax.models import build_model
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ifdd_jax.convert", description=__doc__.split("\n")[0]
     )

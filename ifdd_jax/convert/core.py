@@ -11,7 +11,8 @@ one of: used, skipped (known and deliberately unused, with the reason) or unexpe
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,14 +32,14 @@ class ConversionError(ValueError):
 class ConversionReport:
     family: str
     model_name: str
-    loaded: List[Tuple[str, str]] = dataclasses.field(default_factory=list)  # (source, target)
-    resized: List[Tuple[str, str, tuple, tuple]] = dataclasses.field(default_factory=list)
-    missing: List[Tuple[str, str]] = dataclasses.field(default_factory=list)  # (target, source)
-    mismatched: List[Tuple[str, str, tuple, tuple]] = dataclasses.field(default_factory=list)
-    unexpected: List[str] = dataclasses.field(default_factory=list)
-    skipped: List[Tuple[str, str]] = dataclasses.field(default_factory=list)  # (source, reason)
-    not_loaded: List[str] = dataclasses.field(default_factory=list)  # targets kept at init
-    block_remap: Dict[int, int] = dataclasses.field(default_factory=dict)
+    loaded: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (source, target)
+    resized: list[tuple[str, str, tuple, tuple]] = dataclasses.field(default_factory=list)
+    missing: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (target, source)
+    mismatched: list[tuple[str, str, tuple, tuple]] = dataclasses.field(default_factory=list)
+    unexpected: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (source, reason)
+    not_loaded: list[str] = dataclasses.field(default_factory=list)  # targets kept at init
+    block_remap: dict[int, int] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -76,7 +77,7 @@ class ConversionReport:
             )
             lines += [f"  {t}" for t in self.not_loaded]
         if self.skipped:
-            by_reason: Dict[str, List[str]] = {}
+            by_reason: dict[str, list[str]] = {}
             for s, reason in self.skipped:
                 by_reason.setdefault(reason, []).append(s)
             lines.append(f"skipped source keys: {len(self.skipped)}")
@@ -87,8 +88,8 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for k, v in tree.items():
         path = f"{prefix}/{k}" if prefix else str(k)
         if isinstance(v, Mapping):
@@ -98,8 +99,8 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
     return out
 
 
-def _unflatten(flat: Mapping[str, Any]) -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
+def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for path, v in flat.items():
         node = out
         parts = path.split("/")
@@ -122,7 +123,7 @@ def transform(value: np.ndarray, kind: str) -> np.ndarray:
     return value
 
 
-def _fit(value: np.ndarray, shape: tuple, kind: str) -> Tuple[Optional[np.ndarray], bool]:
+def _fit(value: np.ndarray, shape: tuple, kind: str) -> tuple[np.ndarray | None, bool]:
     """`value` in the target `shape`, or None; the flag says whether it was resized."""
     if value.shape == tuple(shape):
         return value, False
@@ -137,10 +138,10 @@ def _fit(value: np.ndarray, shape: tuple, kind: str) -> Tuple[Optional[np.ndarra
 
 
 def _resolver(
-    family: str, names: Dict[str, str], target: Dict[str, Any]
-) -> Tuple[families.Resolver, Dict[int, int], List[int]]:
-    remap: Dict[int, int] = {}
-    unused: List[int] = []
+    family: str, names: dict[str, str], target: dict[str, Any]
+) -> tuple[families.Resolver, dict[int, int], list[int]]:
+    remap: dict[int, int] = {}
+    unused: list[int] = []
     if family == "torchvision_mobilenet_v2":
         return families.mobilenet_resolver, remap, unused
     if family == "flax":
@@ -153,11 +154,11 @@ def _resolver(
 # long: one pass that resolves, checks and reports every key; the report names each misfit
 def load_into(
     variables: Mapping[str, Any],
-    source: Union[str, Mapping[str, Any]],
+    source: str | Mapping[str, Any],
     model_name: str,
     *,
     strict: bool = True,
-) -> Tuple[Dict[str, Any], ConversionReport]:
+) -> tuple[dict[str, Any], ConversionReport]:
     """Fills `variables` (the {"params", "batch_stats"} tree of an initialised `model_name`)
     from `source` (a checkpoint path, see sources.py, or an already-read state dict).
 
@@ -195,7 +196,7 @@ def load_into(
     )
 
     used = set()
-    new_flat: Dict[str, Any] = {}
+    new_flat: dict[str, Any] = {}
     for path, leaf in target.items():
         shape = tuple(np.shape(leaf))
         found = resolve(path, len(shape))

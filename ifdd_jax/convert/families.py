@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Callable, Mapping, Sequence
 
 from ifdd_jax.models.mobilenet_v2 import MOBILENET_V2_GROUPS
 
@@ -44,12 +44,12 @@ class Source:
     kind: str = "copy"
 
 
-Resolver = Callable[[str], Optional[Source]]
+Resolver = Callable[[str], Source | None]
 
 BN_SKIP_REASON = "BatchNorm step counter (Flax keeps no counter)"
 
 
-def leaf_source(module: str, leaf: str, ndim: int) -> Optional[Source]:
+def leaf_source(module: str, leaf: str, ndim: int) -> Source | None:
     """The standard leaves of Dense/Conv/LayerNorm/BatchNorm modules."""
     if leaf == "kernel":
         return Source(f"{module}.weight", "linear" if ndim == 2 else "conv")
@@ -89,7 +89,7 @@ def detect_family(keys: Sequence[str]) -> str:
     )
 
 
-_SLOWFAST_RENAMES: Tuple[Tuple[str, str], ...] = (
+_SLOWFAST_RENAMES: tuple[tuple[str, str], ...] = (
     (r"^patch_embed\.proj\.", "conv_proj."),
     (r"^cls_token$", "pos_encoding.class_token"),
     (r"^(blocks\.\d+\.attn)\.proj\.", r"\1.project.0."),
@@ -102,10 +102,10 @@ _SLOWFAST_RENAMES: Tuple[Tuple[str, str], ...] = (
 )
 
 
-def canonical_names(family: str, keys: Sequence[str]) -> Dict[str, str]:
+def canonical_names(family: str, keys: Sequence[str]) -> dict[str, str]:
     """`{canonical name: original key}`: PySlowFast keys get torchvision's names and the authors'
     backbone keys lose their `backbone.backbone.` / `embed.` prefixes."""
-    out: Dict[str, str] = {}
+    out: dict[str, str] = {}
     for key in keys:
         name = key
         if family == "slowfast_mvit":
@@ -124,14 +124,14 @@ def canonical_names(family: str, keys: Sequence[str]) -> Dict[str, str]:
 # MViT.
 
 
-def _block_ids(names: Sequence[str], pattern: str) -> List[int]:
+def _block_ids(names: Sequence[str], pattern: str) -> list[int]:
     ids = {int(m.group(1)) for n in names if (m := re.match(pattern, n))}
     return sorted(ids)
 
 
-def _stages(num_blocks: int, widening: Sequence[int]) -> List[List[int]]:
+def _stages(num_blocks: int, widening: Sequence[int]) -> list[list[int]]:
     """Blocks grouped by stage; a stage opens at every block that widens (has a projection)."""
-    stages: List[List[int]] = [[]]
+    stages: list[list[int]] = [[]]
     for i in range(num_blocks):
         if i in widening and i > 0:
             stages.append([])
@@ -141,7 +141,7 @@ def _stages(num_blocks: int, widening: Sequence[int]) -> List[List[int]]:
 
 def mvit_block_remap(
     source_names: Sequence[str], target_paths: Sequence[str]
-) -> Tuple[Dict[int, int], List[int]]:
+) -> tuple[dict[int, int], list[int]]:
     """Target block -> source block, matched stage by stage (see the module docstring), and the
     source blocks left unused."""
     src_blocks = _block_ids(source_names, r"^blocks\.(\d+)\.")
@@ -157,7 +157,7 @@ def mvit_block_remap(
             f"the target MViT has {len(tgt_stages)} stages but the checkpoint only "
             f"{len(src_stages)} (blocks {len(src_blocks)})"
         )
-    remap: Dict[int, int] = {}
+    remap: dict[int, int] = {}
     for tgt_stage, src_stage in zip(tgt_stages, src_stages):
         if len(tgt_stage) > len(src_stage):
             raise ValueError(
@@ -183,7 +183,7 @@ _MVIT_BLOCK_MODULES = {
 def mvit_resolver(remap: Mapping[int, int], prefix: str = "params/trunk/") -> Resolver:
     """Target `params/trunk/...` leaves -> torchvision MViT keys."""
 
-    def resolve(path: str, ndim: int = 2) -> Optional[Source]:
+    def resolve(path: str, ndim: int = 2) -> Source | None:
         if not path.startswith(prefix):
             return None
         parts = path[len(prefix) :].split("/")
@@ -254,7 +254,7 @@ _IFDD_LEAVES = {
 def ifdd_resolver(remap: Mapping[int, int]) -> Resolver:
     trunk = mvit_resolver(remap)
 
-    def resolve(path: str, ndim: int = 2) -> Optional[Source]:
+    def resolve(path: str, ndim: int = 2) -> Source | None:
         found = trunk(path, ndim)
         if found is not None or path.startswith("params/trunk/"):
             return found
@@ -282,7 +282,7 @@ def mobilenet_feature_index(group: int, block: int) -> int:
     return 1 + sum(n for _, _, n, _ in MOBILENET_V2_GROUPS[: group - 1]) + block
 
 
-def mobilenet_resolver(path: str, ndim: int = 2) -> Optional[Source]:
+def mobilenet_resolver(path: str, ndim: int = 2) -> Source | None:
     """Target `{params,batch_stats}/trunk/...` leaves -> torchvision mobilenet_v2 keys."""
     m = re.fullmatch(r"(?:params|batch_stats)/trunk/stem/(conv|bn)/(\w+)", path)
     if m:
@@ -315,7 +315,7 @@ def mobilenet_resolver(path: str, ndim: int = 2) -> Optional[Source]:
     return leaf_source(f"features.{idx}.{name[part]}", leaf, ndim)
 
 
-def flax_resolver(path: str, ndim: int = 2) -> Optional[Source]:
+def flax_resolver(path: str, ndim: int = 2) -> Source | None:
     return Source(path)
 
 
@@ -325,7 +325,7 @@ def flax_resolver(path: str, ndim: int = 2) -> Optional[Source]:
 
 def skip_reason(
     family: str, name: str, unused_blocks: Sequence[int], model_name: str
-) -> Optional[str]:
+) -> str | None:
     """Why a source key the target does not take is fine to leave out (None: it is unexpected)."""
     if name.endswith(".num_batches_tracked"):
         return BN_SKIP_REASON
@@ -351,6 +351,7 @@ def skip_reason(
             return "torchvision's 2D stem has no counterpart in IFDD-2DCNN's Conv3d stem"
         return "MobileNetV2 layer the target does not use"
     return None
+
 
 MODEL_FAMILIES = {
     "ifdd_3dvit": ("ifdd", "torchvision_mvit", "slowfast_mvit", "flax"),

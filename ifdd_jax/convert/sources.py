@@ -18,13 +18,14 @@ import json
 import os
 import pathlib
 import struct
-from typing import Any, Dict, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import ml_dtypes  # shipped with JAX
 import numpy as np
 import orbax.checkpoint as ocp
 
-StateDict = Dict[str, np.ndarray]
+StateDict = dict[str, np.ndarray]
 
 TORCH_SUFFIXES = (".pth", ".pt", ".pyth", ".bin", ".ckpt")
 NESTED_KEYS = ("model_state", "state_dict", "model", "module", "net")
@@ -77,7 +78,7 @@ def read_safetensors(path: str) -> StateDict:
 def write_safetensors(path: str, tensors: Mapping[str, np.ndarray]) -> None:
     """Writes float32/int arrays as a safetensors file (used by tests and for exports)."""
     inverse = {np.dtype(v): k for k, v in _SAFETENSORS_DTYPES.items()}
-    header: Dict[str, Any] = {}
+    header: dict[str, Any] = {}
     chunks = []
     offset = 0
     for name, value in tensors.items():
@@ -99,7 +100,7 @@ def write_safetensors(path: str, tensors: Mapping[str, np.ndarray]) -> None:
             f.write(raw)
 
 
-def _read_torch(path: str) -> Dict[str, Any]:
+def _read_torch(path: str) -> dict[str, Any]:
     try:
         import torch  # deferred: torch is an optional extra (only .pth/.pt need it)
     except ImportError:

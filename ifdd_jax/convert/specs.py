@@ -7,7 +7,7 @@ tests compare every spec against the state dict of the real torchvision module.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from ifdd_jax.models.ifdd_3dvit import reference_temporal_embedding
 from ifdd_jax.models.mobilenet_v2 import MOBILENET_V2_GROUPS
 from ifdd_jax.models.mvit import MViT, MViTBlockConfig, mvit_v2_s_blocks, mvit_v2_xs_blocks
 
-Spec = Dict[str, Tuple[int, ...]]
+Spec = dict[str, tuple[int, ...]]
 
 
 def _linear(spec: Spec, name: str, n_in: int, n_out: int, bias: bool = True) -> None:
@@ -39,7 +39,7 @@ def _bn(spec: Spec, name: str, width: int) -> None:
 
 def torchvision_mvit_spec(
     blocks: Sequence[MViTBlockConfig] = None,
-    clip: Tuple[int, int, int] = (16, 224, 224),
+    clip: tuple[int, int, int] = (16, 224, 224),
     num_classes: int = 400,
     head: bool = True,
     temporal_stride: int = 2,
@@ -94,7 +94,7 @@ _TO_SLOWFAST = (
 )
 
 
-def slowfast_mvit_spec(clip: Tuple[int, int, int] = (16, 224, 224), num_classes: int = 400) -> Spec:
+def slowfast_mvit_spec(clip: tuple[int, int, int] = (16, 224, 224), num_classes: int = 400) -> Spec:
     """PySlowFast MViTv2-S (the same network under PySlowFast's names; cls_token is [1, 1, C])."""
     spec: Spec = {}
     for key, shape in torchvision_mvit_spec(clip=clip, num_classes=num_classes).items():
@@ -139,7 +139,7 @@ def torchvision_mobilenet_v2_spec(num_classes: int = 1000) -> Spec:
     return spec
 
 
-def ifdd_spec(num_classes: int = 7, clip: Tuple[int, int, int] = (16, 224, 224)) -> Spec:
+def ifdd_spec(num_classes: int = 7, clip: tuple[int, int, int] = (16, 224, 224)) -> Spec:
     """The authors' released IFDD-3DViT state dict (MFViT_Main with MFViT_FPN, use_stage [2, 3],
     WaveSF_trans_CLS with AdaptSplit, headNet), read from their code. Its patch embedding brings
     8, 16 and 32 frames to 8 token frames (reference_temporal_embedding), so the temporal shapes
@@ -187,7 +187,7 @@ def ifdd_spec(num_classes: int = 7, clip: Tuple[int, int, int] = (16, 224, 224))
     return spec
 
 
-def random_state_dict(spec: Spec, seed: int = 0) -> Dict[str, np.ndarray]:
+def random_state_dict(spec: Spec, seed: int = 0) -> dict[str, np.ndarray]:
     """Random float32 tensors for `spec` (int64 for counters and index buffers)."""
     rng = np.random.default_rng(seed)
     out = {}

@@ -5,7 +5,7 @@ and our trunk filled from it through the converter. Needs the optional torch ext
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -20,23 +20,35 @@ def block_setting(blocks: Sequence[MViTBlockConfig]) -> list:
 
     return [
         tv_mvit.MSBlockConfig(
-            num_heads=b.num_heads, input_channels=b.input_channels,
-            output_channels=b.output_channels, kernel_q=list(b.kernel_q),
-            kernel_kv=list(b.kernel_kv), stride_q=list(b.stride_q), stride_kv=list(b.stride_kv))
+            num_heads=b.num_heads,
+            input_channels=b.input_channels,
+            output_channels=b.output_channels,
+            kernel_q=list(b.kernel_q),
+            kernel_kv=list(b.kernel_kv),
+            stride_q=list(b.stride_q),
+            stride_kv=list(b.stride_kv),
+        )
         for b in blocks
     ]
 
 
-def build(blocks: Sequence[MViTBlockConfig], clip: Tuple[int, int, int], num_classes: int = 400):
+def build(blocks: Sequence[MViTBlockConfig], clip: tuple[int, int, int], num_classes: int = 400):
     """torchvision's MViT with `mvit_v2_s`'s options (residual pooling, decomposed relative
     positions, projection after attention, stochastic depth 0.2), sized for clips (T, H, W)."""
     from torchvision.models.video import mvit as tv_mvit  # deferred: torch (an optional extra)
 
     t, h, w = clip
     return tv_mvit.MViT(
-        spatial_size=(h, w), temporal_size=t, block_setting=block_setting(blocks),
-        residual_pool=True, residual_with_cls_embed=False, rel_pos_embed=True,
-        proj_after_attn=True, stochastic_depth_prob=0.2, num_classes=num_classes)
+        spatial_size=(h, w),
+        temporal_size=t,
+        block_setting=block_setting(blocks),
+        residual_pool=True,
+        residual_with_cls_embed=False,
+        rel_pos_embed=True,
+        proj_after_attn=True,
+        stochastic_depth_prob=0.2,
+        num_classes=num_classes,
+    )
 
 
 def trunk_tokens(model, clips: np.ndarray) -> np.ndarray:
@@ -55,13 +67,16 @@ def trunk_tokens(model, clips: np.ndarray) -> np.ndarray:
         return model.norm(tokens).float().cpu().numpy()
 
 
-def converted_trunk(model, blocks: Sequence[MViTBlockConfig],
-                    clip: Tuple[int, int, int]) -> Tuple[MViT, dict, ConversionReport]:
+def converted_trunk(
+    model, blocks: Sequence[MViTBlockConfig], clip: tuple[int, int, int]
+) -> tuple[MViT, dict, ConversionReport]:
     """Our MViT trunk for clips (T, H, W), its {"params"} converted from torchvision's `model`
     with the importer's `baseline_mvit` key map, and the conversion report."""
     ours = MViT(blocks, input_size=clip)
-    abstract = jax.eval_shape(lambda c: ours.init(jax.random.key(0), c),
-                              jax.ShapeDtypeStruct((1,) + tuple(clip) + (3,), np.float32))
+    abstract = jax.eval_shape(
+        lambda c: ours.init(jax.random.key(0), c),
+        jax.ShapeDtypeStruct((1,) + tuple(clip) + (3,), np.float32),
+    )
     zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract["params"])
     state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     variables, report = load_into({"params": {"trunk": zeros}}, state, "baseline_mvit")

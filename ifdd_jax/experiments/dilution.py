@@ -48,7 +48,7 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -65,13 +65,21 @@ CELL_FILE = "cell.json"
 LOG_FILE = "main.log"
 SPEC_FILE = "study.json"
 # Fields the study sets per cell: a --set of one of them would break the design.
-RESERVED = ("seed", "data.synthetic.seed", "data.synthetic.event_frames", "data_dir",
-            "data.data_dir", "model_name", "num_epochs")
+RESERVED = (
+    "seed",
+    "data.synthetic.seed",
+    "data.synthetic.event_frames",
+    "data_dir",
+    "data.data_dir",
+    "model_name",
+    "num_epochs",
+)
 # Config fields that may differ between cells without changing the budget: the model and its
 # variant, what the study varies, and where files go.
 _BUDGET_EXEMPT = re.compile(
     r"^(model_name|flavor|model\..*|loss\..*|seed|data\.synthetic\.(seed|event_frames)|"
-    r"data_dir|data\.data_dir|compilation_cache_dir)$")
+    r"data_dir|data\.data_dir|compilation_cache_dir)$"
+)
 # The main job's plan line (ifdd_jax/train.py): "... N train clips, S steps/epoch, T steps, ...".
 _PLAN = re.compile(r"(\d+) train clips, (\d+) steps/epoch, (\d+) steps")
 
@@ -82,7 +90,7 @@ class ModelEntry:
     (("ablation", "ladm_none"),))."""
 
     name: str
-    args: Tuple[Tuple[str, str], ...] = ()
+    args: tuple[tuple[str, str], ...] = ()
 
     @property
     def label(self) -> str:
@@ -126,10 +134,10 @@ class Cell:
 # --- the grid ----------------------------------------------------------------------------------
 
 
-def parse_models(text: str) -> List[ModelEntry]:
-    """"a,b:k=v,k2=v2,c" -> [a, b(k=v, k2=v2), c]; a piece with "=" and no ":" continues the
+def parse_models(text: str) -> list[ModelEntry]:
+    """ "a,b:k=v,k2=v2,c" -> [a, b(k=v, k2=v2), c]; a piece with "=" and no ":" continues the
     previous entry's arguments."""
-    entries: List[Tuple[str, List[Tuple[str, str]]]] = []
+    entries: list[tuple[str, list[tuple[str, str]]]] = []
     for piece in (p.strip() for p in text.split(",")):
         if not piece:
             continue
@@ -157,7 +165,7 @@ def parse_models(text: str) -> List[ModelEntry]:
     return models
 
 
-def _int_list(text: str, flag: str) -> List[int]:
+def _int_list(text: str, flag: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -169,16 +177,16 @@ def _int_list(text: str, flag: str) -> List[int]:
     return values
 
 
-def parse_levels(text: str) -> List[int]:
-    """"2,4,8" -> [2, 4, 8] (event lengths in frames, each >= 1)."""
+def parse_levels(text: str) -> list[int]:
+    """ "2,4,8" -> [2, 4, 8] (event lengths in frames, each >= 1)."""
     levels = _int_list(text, "--event_frames")
     if min(levels) < 1:
         raise ValueError(f"--event_frames must be >= 1, got {text!r}")
     return levels
 
 
-def parse_seeds(text: str) -> List[int]:
-    """"3" -> [0, 1, 2] (a count); "0,5,9" -> those seeds."""
+def parse_seeds(text: str) -> list[int]:
+    """ "3" -> [0, 1, 2] (a count); "0,5,9" -> those seeds."""
     if "," not in text:
         count = _int_list(text, "--seeds")[0]
         if count < 1:
@@ -187,7 +195,7 @@ def parse_seeds(text: str) -> List[int]:
     return _int_list(text, "--seeds")
 
 
-def parse_sets(items: Sequence[str]) -> List[Tuple[str, str]]:
+def parse_sets(items: Sequence[str]) -> list[tuple[str, str]]:
     """["a.b=1", ...] -> [("a.b", "1"), ...]; refuses the fields the study sets itself."""
     sets = []
     for item in items:
@@ -197,14 +205,17 @@ def parse_sets(items: Sequence[str]) -> List[Tuple[str, str]]:
         if not sep or not key:
             raise ValueError(f"--set expects key=value, got {item!r}")
         if key in RESERVED:
-            raise ValueError(f"--set {key}: the study sets this field per cell "
-                             f"(use --seeds, --event_frames, --models or --epochs)")
+            raise ValueError(
+                f"--set {key}: the study sets this field per cell "
+                f"(use --seeds, --event_frames, --models or --epochs)"
+            )
         sets.append((key, value.strip()))
     return sets
 
 
-def make_cells(models: Sequence[ModelEntry], levels: Sequence[int],
-               seeds: Sequence[int]) -> List[Cell]:
+def make_cells(
+    models: Sequence[ModelEntry], levels: Sequence[int], seeds: Sequence[int]
+) -> list[Cell]:
     """Cells in run order: level, then seed, then model, so that each generated set is used by
     every model right after it is made and a partial study compares models on the same data."""
     return [Cell(m, e, s) for e in levels for s in seeds for m in models]
@@ -232,11 +243,20 @@ def config_spec(config_file: str, entry: ModelEntry) -> str:
     return f"{path}:{','.join(args)}"
 
 
-def cell_command(cell: Cell, out: str, *, config_file: str, epochs: Optional[int],
-                 sets: Sequence[Tuple[str, str]], python: str = sys.executable) -> List[str]:
+def cell_command(
+    cell: Cell,
+    out: str,
+    *,
+    config_file: str,
+    epochs: int | None,
+    sets: Sequence[tuple[str, str]],
+    python: str = sys.executable,
+) -> list[str]:
     """The main job's command line for `cell` (argv list)."""
     command = [
-        python, "-m", "ifdd_jax.main",
+        python,
+        "-m",
+        "ifdd_jax.main",
         f"--config={config_spec(config_file, cell.model)}",
         f"--workdir={cell.workdir(out)}",
         f"--config.data_dir={cell.data_dir(out)}",
@@ -250,8 +270,12 @@ def cell_command(cell: Cell, out: str, *, config_file: str, epochs: Optional[int
     return command
 
 
-def check_grid(config_file: str, models: Sequence[ModelEntry], levels: Sequence[int],
-               sets: Sequence[Tuple[str, str]] = ()) -> None:
+def check_grid(
+    config_file: str,
+    models: Sequence[ModelEntry],
+    levels: Sequence[int],
+    sets: Sequence[tuple[str, str]] = (),
+) -> None:
     """Loads the config once per model entry and checks what would otherwise fail in every
     cell, before any training: unknown arguments, ablations, model names and `--set` fields, and
     event lengths longer than the clip."""
@@ -261,8 +285,10 @@ def check_grid(config_file: str, models: Sequence[ModelEntry], levels: Sequence[
         except (ValueError, FileNotFoundError) as e:
             raise ValueError(f"model entry {entry.label!r}: {e}") from None
         if config.dataset != "synthetic":
-            raise ValueError(f"{config_file}: the study needs the synthetic dataset, the config "
-                             f"uses {config.dataset!r}")
+            raise ValueError(
+                f"{config_file}: the study needs the synthetic dataset, the config "
+                f"uses {config.dataset!r}"
+            )
     for key, _ in sets:
         node = config
         for part in key.split("."):
@@ -272,8 +298,10 @@ def check_grid(config_file: str, models: Sequence[ModelEntry], levels: Sequence[
     frames = dict(sets).get("data.synthetic.num_frames", config.data.synthetic.num_frames)
     too_long = [e for e in levels if e > int(frames)]
     if too_long:
-        raise ValueError(f"--event_frames {', '.join(map(str, too_long))}: longer than the "
-                         f"clip's {frames} frames")
+        raise ValueError(
+            f"--event_frames {', '.join(map(str, too_long))}: longer than the "
+            f"clip's {frames} frames"
+        )
     try:
         from ifdd_jax.models.registry import MODELS  # deferred: a failure is reported per cell
     except Exception:  # a registry that fails to import fails every cell, reported there
@@ -281,14 +309,15 @@ def check_grid(config_file: str, models: Sequence[ModelEntry], levels: Sequence[
     if MODELS is not None:
         unknown = [m.name for m in models if m.name not in MODELS]
         if unknown:
-            raise ValueError(f"unknown model {', '.join(unknown)}; registered: "
-                             f"{', '.join(sorted(MODELS))}")
+            raise ValueError(
+                f"unknown model {', '.join(unknown)}; registered: {', '.join(sorted(MODELS))}"
+            )
 
 
 # --- running -----------------------------------------------------------------------------------
 
 
-def _read_json(path: str) -> Optional[dict]:
+def _read_json(path: str) -> dict | None:
     try:
         with open(path) as f:
             return json.load(f)
@@ -303,7 +332,7 @@ def _write_json(path: str, value: dict) -> None:
     os.replace(tmp, path)
 
 
-def _checkpoint_step(workdir: str) -> Optional[int]:
+def _checkpoint_step(workdir: str) -> int | None:
     """The highest step saved in the run's latest-checkpoints folder (the final step, for a
     finished run: the trainer validates and saves at the last step)."""
     folder = os.path.join(workdir, "checkpoints")
@@ -314,7 +343,7 @@ def _checkpoint_step(workdir: str) -> Optional[int]:
     return max(steps) if steps else None
 
 
-def _plan_from_log(path: str) -> Optional[dict]:
+def _plan_from_log(path: str) -> dict | None:
     """{train_clips, steps_per_epoch, total_steps} from the main job's last plan line."""
     try:
         with open(path, errors="replace") as f:
@@ -327,16 +356,21 @@ def _plan_from_log(path: str) -> Optional[dict]:
     return dict(train_clips=clips, steps_per_epoch=per_epoch, total_steps=total)
 
 
-def run_cell(cell: Cell, command: List[str], out: str) -> dict:
+def run_cell(cell: Cell, command: list[str], out: str) -> dict:
     """Runs the main job for `cell` (output appended to its main.log) and updates its cell.json
     (wall seconds accumulate over resumed invocations). Returns the record."""
     workdir = cell.workdir(out)
     os.makedirs(workdir, exist_ok=True)
     record_path = os.path.join(workdir, CELL_FILE)
     record = _read_json(record_path) or dict(seconds=0.0, invocations=0)
-    record.update(model=cell.model.label, model_name=cell.model.name,
-                  model_args=dict(cell.model.args), event_frames=cell.event_frames,
-                  seed=cell.seed, command=shlex.join(command))
+    record.update(
+        model=cell.model.label,
+        model_name=cell.model.name,
+        model_args=dict(cell.model.args),
+        event_frames=cell.event_frames,
+        seed=cell.seed,
+        command=shlex.join(command),
+    )
     log_path = os.path.join(workdir, LOG_FILE)
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -386,7 +420,7 @@ def _tail(path: str, lines: int = 6) -> str:
 # --- collecting and summarising ----------------------------------------------------------------
 
 
-def collect(out: str, cells: Sequence[Cell]) -> Tuple[List[dict], List[Cell], List[dict]]:
+def collect(out: str, cells: Sequence[Cell]) -> tuple[list[dict], list[Cell], list[dict]]:
     """(rows of finished cells in CSV form plus `workdir`, unfinished cells, their config.json
     dicts for the finished cells in row order)."""
     rows, missing, configs = [], [], []
@@ -398,16 +432,22 @@ def collect(out: str, cells: Sequence[Cell]) -> Tuple[List[dict], List[Cell], Li
             continue
         record = _read_json(os.path.join(workdir, CELL_FILE)) or {}
         steps = record.get("steps") or _checkpoint_step(workdir)
-        rows.append(dict(
-            model=cell.model.label, event_frames=cell.event_frames, seed=cell.seed,
-            uar=float(results["uar"]), war=float(results["war"]),
-            steps=int(steps) if steps is not None else None,
-            seconds=float(record["seconds"]) if "seconds" in record else None,
-            workdir=workdir, train_clips=record.get("train_clips"),
-            steps_per_epoch=record.get("steps_per_epoch"),
-            num_classes=len(results.get("class_names") or []) or None,
-            test_clips=results.get("num_clips"),
-        ))
+        rows.append(
+            dict(
+                model=cell.model.label,
+                event_frames=cell.event_frames,
+                seed=cell.seed,
+                uar=float(results["uar"]),
+                war=float(results["war"]),
+                steps=int(steps) if steps is not None else None,
+                seconds=float(record["seconds"]) if "seconds" in record else None,
+                workdir=workdir,
+                train_clips=record.get("train_clips"),
+                steps_per_epoch=record.get("steps_per_epoch"),
+                num_classes=len(results.get("class_names") or []) or None,
+                test_clips=results.get("num_clips"),
+            )
+        )
         configs.append(_read_json(os.path.join(workdir, "config.json")) or {})
     return rows, missing, configs
 
@@ -417,22 +457,38 @@ def write_csv(rows: Sequence[dict], path: str) -> str:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else
-                                 (f"{row[k]:.4f}" if isinstance(row[k], float) else row[k]))
-                             for k in CSV_FIELDS})
+            writer.writerow(
+                {
+                    k: (
+                        ""
+                        if row.get(k) is None
+                        else (f"{row[k]:.4f}" if isinstance(row[k], float) else row[k])
+                    )
+                    for k in CSV_FIELDS
+                }
+            )
     return path
 
 
-def read_csv(path: str) -> List[dict]:
+def read_csv(path: str) -> list[dict]:
     """Rows of a study.csv (numbers parsed; empty fields None)."""
+
     def number(text: str, kind):
         return None if text in ("", None) else kind(text)
 
     with open(path, newline="") as f:
-        return [dict(model=r["model"], event_frames=int(r["event_frames"]), seed=int(r["seed"]),
-                     uar=float(r["uar"]), war=float(r["war"]), steps=number(r["steps"], int),
-                     seconds=number(r["seconds"], float))
-                for r in csv.DictReader(f)]
+        return [
+            dict(
+                model=r["model"],
+                event_frames=int(r["event_frames"]),
+                seed=int(r["seed"]),
+                uar=float(r["uar"]),
+                war=float(r["war"]),
+                steps=number(r["steps"], int),
+                seconds=number(r["seconds"], float),
+            )
+            for r in csv.DictReader(f)
+        ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -456,13 +512,15 @@ def stat(values: Iterable[float]) -> Stat:
     return Stat(float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size))
 
 
-def summarize(rows: Sequence[dict]) -> Dict[str, Dict[Tuple[str, int], Stat]]:
+def summarize(rows: Sequence[dict]) -> dict[str, dict[tuple[str, int], Stat]]:
     """{"uar"|"war": {(model, event_frames): Stat over that cell's seeds}}."""
-    groups: Dict[Tuple[str, int], List[dict]] = {}
+    groups: dict[tuple[str, int], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["model"], int(row["event_frames"])), []).append(row)
-    return {metric: {key: stat(r[metric] for r in group) for key, group in groups.items()}
-            for metric in ("uar", "war")}
+    return {
+        metric: {key: stat(r[metric] for r in group) for key, group in groups.items()}
+        for metric in ("uar", "war")
+    }
 
 
 def _ordered(values: Iterable) -> list:
@@ -473,8 +531,12 @@ def _ordered(values: Iterable) -> list:
     return seen
 
 
-def verdicts(summary: Dict[str, Dict[Tuple[str, int], Stat]], ifdd: str,
-             baseline: Optional[str], levels: Sequence[int]) -> List[str]:
+def verdicts(
+    summary: dict[str, dict[tuple[str, int], Stat]],
+    ifdd: str,
+    baseline: str | None,
+    levels: Sequence[int],
+) -> list[str]:
     """One line per level: does `ifdd` beat `baseline` by mean test UAR?"""
     if baseline is None:
         return ["No baseline among the models (a name starting with `baseline`): no verdict."]
@@ -487,10 +549,12 @@ def verdicts(summary: Dict[str, Dict[Tuple[str, int], Stat]], ifdd: str,
             continue
         diff = a.mean - b.mean
         word = "**beats**" if diff > 0 else "**does not beat**"
-        pooled = math.sqrt((a.std ** 2 + b.std ** 2) / 2)
+        pooled = math.sqrt((a.std**2 + b.std**2) / 2)
         within = " (within one pooled std)" if pooled and abs(diff) <= pooled else ""
-        lines.append(f"- event_frames {level}: {ifdd} {a.mean:.2f} vs {baseline} {b.mean:.2f}: "
-                     f"IFDD {word} the baseline by mean UAR ({diff:+.2f} points{within}).")
+        lines.append(
+            f"- event_frames {level}: {ifdd} {a.mean:.2f} vs {baseline} {b.mean:.2f}: "
+            f"IFDD {word} the baseline by mean UAR ({diff:+.2f} points{within})."
+        )
     return lines
 
 
@@ -505,7 +569,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return flat
 
 
-def budget_differences(configs: Sequence[dict]) -> List[str]:
+def budget_differences(configs: Sequence[dict]) -> list[str]:
     """Config fields outside the model/seed/level/paths that differ between the cells."""
     flats = [_flat(c) for c in configs if c]
     keys = sorted({k for f in flats for k in f if not _BUDGET_EXEMPT.match(k)})
@@ -520,10 +584,13 @@ def budget_differences(configs: Sequence[dict]) -> List[str]:
 # --- the report --------------------------------------------------------------------------------
 
 
-def _table(summary: Dict[Tuple[str, int], Stat], models: Sequence[str],
-           levels: Sequence[int]) -> List[str]:
-    lines = ["| model | " + " | ".join(f"event_frames {e}" for e in levels) + " |",
-             "|---|" + "---|" * len(levels)]
+def _table(
+    summary: dict[tuple[str, int], Stat], models: Sequence[str], levels: Sequence[int]
+) -> list[str]:
+    lines = [
+        "| model | " + " | ".join(f"event_frames {e}" for e in levels) + " |",
+        "|---|" + "---|" * len(levels),
+    ]
     for model in models:
         cells = [summary[(model, e)].text() if (model, e) in summary else "–" for e in levels]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
@@ -546,9 +613,16 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def render_markdown(rows: Sequence[dict], *, command: str, models: Sequence[str],
-                    levels: Sequence[int], missing: Sequence[str] = (),
-                    configs: Sequence[dict] = (), config_file: str = "") -> str:
+def render_markdown(
+    rows: Sequence[dict],
+    *,
+    command: str,
+    models: Sequence[str],
+    levels: Sequence[int],
+    missing: Sequence[str] = (),
+    configs: Sequence[dict] = (),
+    config_file: str = "",
+) -> str:
     """study.md's text. `rows` as `collect` or `read_csv` gives them; `models` in table order
     (the first is IFDD; the first starting with `baseline` its baseline)."""
     summary = summarize(rows)
@@ -606,46 +680,72 @@ def render_markdown(rows: Sequence[dict], *, command: str, models: Sequence[str]
     fixed_steps = [v for v in field("num_train_steps") if v is not None and v > 0]
     if fixed_steps:
         epochs += f" (overridden by num_train_steps {_span(fixed_steps)})"
-    clips = (f"- clips: {_span(field('data.synthetic.num_clips'))} generated "
-             f"(train {_span([r.get('train_clips') for r in rows])}, "
-             f"test {_span([r.get('test_clips') for r in rows])}), "
-             f"batch {_span(field('batch_size'))}")
-    size = (f"- frames: {_span(frames)}, size: {_span(field('data.image_size'))} px "
-            f"(rendered at {_span(field('data.synthetic.size'))} px)")
-    jitter = "/".join(_span(field(f"data.augment.{k}"))
-                      for k in ("brightness", "contrast", "saturation", "hue"))
-    recipe = (f"- learning rate: {_span(field('optim.lr'))}; augmentation "
-              f"{switch('data.augment.enabled')}: flip p {_span(field('data.augment.flip_prob'))}, "
-              f"crop scale from {_span(field('data.augment.crop_scale_min'))}, colour jitter "
-              f"b/c/s/h {jitter}; mixup/cutmix {switch('data.mix.enabled')}")
+    clips = (
+        f"- clips: {_span(field('data.synthetic.num_clips'))} generated "
+        f"(train {_span([r.get('train_clips') for r in rows])}, "
+        f"test {_span([r.get('test_clips') for r in rows])}), "
+        f"batch {_span(field('batch_size'))}"
+    )
+    size = (
+        f"- frames: {_span(frames)}, size: {_span(field('data.image_size'))} px "
+        f"(rendered at {_span(field('data.synthetic.size'))} px)"
+    )
+    jitter = "/".join(
+        _span(field(f"data.augment.{k}")) for k in ("brightness", "contrast", "saturation", "hue")
+    )
+    recipe = (
+        f"- learning rate: {_span(field('optim.lr'))}; augmentation "
+        f"{switch('data.augment.enabled')}: flip p {_span(field('data.augment.flip_prob'))}, "
+        f"crop scale from {_span(field('data.augment.crop_scale_min'))}, colour jitter "
+        f"b/c/s/h {jitter}; mixup/cutmix {switch('data.mix.enabled')}"
+    )
     lines += [steps, epochs, clips, size, recipe]
     if seconds:
-        lines.append(f"- wall time per cell: mean {_duration(float(np.mean(seconds)))} "
-                     f"(min {_duration(min(seconds))}, max {_duration(max(seconds))}); "
-                     f"total {_duration(sum(seconds))} over {len(seconds)} cells (each a fresh "
-                     "process: start-up, data generation for the first cell of a set, compile, "
-                     "training and testing)")
+        lines.append(
+            f"- wall time per cell: mean {_duration(float(np.mean(seconds)))} "
+            f"(min {_duration(min(seconds))}, max {_duration(max(seconds))}); "
+            f"total {_duration(sum(seconds))} over {len(seconds)} cells (each a fresh "
+            "process: start-up, data generation for the first cell of a set, compile, "
+            "training and testing)"
+        )
     diffs = budget_differences(configs)
     if diffs:
-        lines += ["", "**Warning: the cells' configs differ beyond the model, seed and level:**",
-                  ""] + [f"- {d}" for d in diffs]
-    lines += ["", "## Every run", "",
-              "| model | event_frames | seed | UAR | WAR | steps | seconds |",
-              "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "**Warning: the cells' configs differ beyond the model, seed and level:**",
+            "",
+        ] + [f"- {d}" for d in diffs]
+    lines += [
+        "",
+        "## Every run",
+        "",
+        "| model | event_frames | seed | UAR | WAR | steps | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     order = {m: i for i, m in enumerate(models)}
-    for r in sorted(rows, key=lambda r: (order.get(r["model"], len(order)), r["event_frames"],
-                                         r["seed"])):
+    for r in sorted(
+        rows, key=lambda r: (order.get(r["model"], len(order)), r["event_frames"], r["seed"])
+    ):
         secs = "" if r.get("seconds") is None else f"{r['seconds']:.0f}"
         steps = "" if r.get("steps") is None else str(r["steps"])
-        lines.append(f"| {r['model']} | {r['event_frames']} | {r['seed']} | {r['uar']:.2f} | "
-                     f"{r['war']:.2f} | {steps} | {secs} |")
+        lines.append(
+            f"| {r['model']} | {r['event_frames']} | {r['seed']} | {r['uar']:.2f} | "
+            f"{r['war']:.2f} | {steps} | {secs} |"
+        )
     if missing:
         lines += ["", f"## Not finished ({len(missing)})", ""] + [f"- {m}" for m in missing]
     return "\n".join(lines) + "\n"
 
 
-def plot_uar(rows: Sequence[dict], models: Sequence[str], levels: Sequence[int], path: str, *,
-             num_classes: Optional[int] = None, dpi: Optional[int] = None) -> str:
+def plot_uar(
+    rows: Sequence[dict],
+    models: Sequence[str],
+    levels: Sequence[int],
+    path: str,
+    *,
+    num_classes: int | None = None,
+    dpi: int | None = None,
+) -> str:
     """UAR against event_frames, mean ± std error bars, one line per model."""
     summary = summarize(rows)["uar"]
     fig, ax = figures.new_figure(figsize=(5.2, 3.6))
@@ -657,9 +757,15 @@ def plot_uar(rows: Sequence[dict], models: Sequence[str], levels: Sequence[int],
         if not xs:
             continue
         shift = (i - (len(models) - 1) / 2) * width
-        ax.errorbar([x + shift for x in xs], [summary[(model, e)].mean for e in xs],
-                    yerr=[summary[(model, e)].std for e in xs], marker="o", ms=4, capsize=3,
-                    label=model)
+        ax.errorbar(
+            [x + shift for x in xs],
+            [summary[(model, e)].mean for e in xs],
+            yerr=[summary[(model, e)].std for e in xs],
+            marker="o",
+            ms=4,
+            capsize=3,
+            label=model,
+        )
     if num_classes:
         ax.axhline(100.0 / num_classes, color="0.6", ls=":", lw=1, label="chance")
     ax.set_xticks(list(levels))
@@ -672,7 +778,7 @@ def plot_uar(rows: Sequence[dict], models: Sequence[str], levels: Sequence[int],
     return figures.save(fig, path, dpi or figures.DPI)
 
 
-def write_report(out: str, spec: dict, cells: Sequence[Cell]) -> List[str]:
+def write_report(out: str, spec: dict, cells: Sequence[Cell]) -> list[str]:
     """Writes study.csv, study.md and uar_vs_dilution.png from the finished cells; returns the
     paths. Raises ValueError when no cell has finished."""
     rows, missing, configs = collect(out, cells)
@@ -681,16 +787,25 @@ def write_report(out: str, spec: dict, cells: Sequence[Cell]) -> List[str]:
     models = [m.label for m in _ordered(c.model for c in cells)]
     levels = _ordered(c.event_frames for c in cells)
     paths = [write_csv(rows, os.path.join(out, "study.csv"))]
-    text = render_markdown(rows, command=spec["command"], models=models, levels=levels,
-                           missing=[c.describe() for c in missing], configs=configs,
-                           config_file=spec.get("config", ""))
+    text = render_markdown(
+        rows,
+        command=spec["command"],
+        models=models,
+        levels=levels,
+        missing=[c.describe() for c in missing],
+        configs=configs,
+        config_file=spec.get("config", ""),
+    )
     path = os.path.join(out, "study.md")
     with open(path, "w") as f:
         f.write(text)
     paths.append(path)
     classes = next((r["num_classes"] for r in rows if r.get("num_classes")), None)
-    paths.append(plot_uar(rows, models, levels, os.path.join(out, "uar_vs_dilution.png"),
-                          num_classes=classes))
+    paths.append(
+        plot_uar(
+            rows, models, levels, os.path.join(out, "uar_vs_dilution.png"), num_classes=classes
+        )
+    )
     return paths
 
 
@@ -704,8 +819,13 @@ def _spec_from_args(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     given = {k: getattr(args, k) for k in ("models", "event_frames", "seeds", "config", "epochs")}
     use_saved = args.report_only and saved
     spec = {}
-    defaults = dict(models=DEFAULT_MODELS, event_frames=DEFAULT_LEVELS, seeds=DEFAULT_SEEDS,
-                    config=DEFAULT_CONFIG, epochs=None)
+    defaults = dict(
+        models=DEFAULT_MODELS,
+        event_frames=DEFAULT_LEVELS,
+        seeds=DEFAULT_SEEDS,
+        config=DEFAULT_CONFIG,
+        epochs=None,
+    )
     for key, value in given.items():
         if value is not None:
             spec[key] = value
@@ -721,27 +841,46 @@ def _spec_from_args(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     return spec
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ifdd_jax.experiments.dilution",
-                                     description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ifdd_jax.experiments.dilution", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--out", required=True, help="the study's folder")
-    parser.add_argument("--models", default=None,
-                        help=f"model entries, comma-separated (default {DEFAULT_MODELS})")
-    parser.add_argument("--event_frames", default=None,
-                        help=f"event lengths in frames (default {DEFAULT_LEVELS})")
-    parser.add_argument("--seeds", default=None,
-                        help=f"a count (seeds 0..n-1) or a list (default {DEFAULT_SEEDS})")
-    parser.add_argument("--config", default=None,
-                        help=f"the config file, optionally with colon arguments (default "
-                             f"{DEFAULT_CONFIG})")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="config.num_epochs for every cell (default: the config's)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config override for every cell (repeatable): --set batch_size=32")
-    parser.add_argument("--dry_run", action="store_true",
-                        help="print the cells and their commands, run nothing")
-    parser.add_argument("--report_only", action="store_true",
-                        help="rebuild study.md/csv/png from the finished cells")
+    parser.add_argument(
+        "--models", default=None, help=f"model entries, comma-separated (default {DEFAULT_MODELS})"
+    )
+    parser.add_argument(
+        "--event_frames", default=None, help=f"event lengths in frames (default {DEFAULT_LEVELS})"
+    )
+    parser.add_argument(
+        "--seeds", default=None, help=f"a count (seeds 0..n-1) or a list (default {DEFAULT_SEEDS})"
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help=f"the config file, optionally with colon arguments (default {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="config.num_epochs for every cell (default: the config's)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for every cell (repeatable): --set batch_size=32",
+    )
+    parser.add_argument(
+        "--dry_run", action="store_true", help="print the cells and their commands, run nothing"
+    )
+    parser.add_argument(
+        "--report_only",
+        action="store_true",
+        help="rebuild study.md/csv/png from the finished cells",
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
@@ -763,16 +902,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.report_only:
         config_file = resolve_config_file(config_file)
     epochs = None if spec["epochs"] is None else int(spec["epochs"])
-    commands = [cell_command(c, out, config_file=config_file, epochs=epochs, sets=sets)
-                for c in cells]
+    commands = [
+        cell_command(c, out, config_file=config_file, epochs=epochs, sets=sets) for c in cells
+    ]
 
     if args.dry_run:
-        print(f"{len(cells)} cells ({len(models)} models × {len(levels)} levels × "
-              f"{len(seeds)} seeds) in {out}")
+        print(
+            f"{len(cells)} cells ({len(models)} models × {len(levels)} levels × "
+            f"{len(seeds)} seeds) in {out}"
+        )
         for i, (cell, command) in enumerate(zip(cells, commands), 1):
-            state = "done" if cell.finished(out) else (
-                "partial" if os.path.isdir(os.path.join(cell.workdir(out), "checkpoints"))
-                else "to run")
+            state = (
+                "done"
+                if cell.finished(out)
+                else (
+                    "partial"
+                    if os.path.isdir(os.path.join(cell.workdir(out), "checkpoints"))
+                    else "to run"
+                )
+            )
             print(f"[{i}/{len(cells)}] {cell.describe()} ({state})\n    {shlex.join(command)}")
         return 0
     if args.report_only:
@@ -782,8 +930,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _write_json(os.path.join(out, SPEC_FILE), dict(spec, cells=len(cells)))
     failed = []
     todo = [(c, cmd) for c, cmd in zip(cells, commands) if not c.finished(out)]
-    print(f"{len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run "
-          f"in {out}", flush=True)
+    print(
+        f"{len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run "
+        f"in {out}",
+        flush=True,
+    )
     for i, (cell, command) in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] {cell.describe()} ...", flush=True)
         record = run_cell(cell, command, out)
@@ -791,11 +942,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if record["returncode"] != 0 or results is None:
             failed.append(cell)
             log = os.path.join(cell.workdir(out), LOG_FILE)
-            print(f"    FAILED (exit status {record['returncode']}) after "
-                  f"{record['seconds']:.0f} s; see {log}:\n{_tail(log)}", flush=True)
+            print(
+                f"    FAILED (exit status {record['returncode']}) after "
+                f"{record['seconds']:.0f} s; see {log}:\n{_tail(log)}",
+                flush=True,
+            )
         else:
-            print(f"    UAR {results['uar']:.2f} WAR {results['war']:.2f}, {record['steps']} "
-                  f"steps, {record['seconds']:.0f} s", flush=True)
+            print(
+                f"    UAR {results['uar']:.2f} WAR {results['war']:.2f}, {record['steps']} "
+                f"steps, {record['seconds']:.0f} s",
+                flush=True,
+            )
         # The report grows with every cell, so a long study can be read while it runs.
         if cell.finished(out):
             try:
@@ -806,9 +963,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if any(c.finished(out) for c in cells):
         status = run_command(lambda: write_report(out, spec, cells))
     if failed:
-        print(f"error: {len(failed)} cell(s) failed: "
-              f"{'; '.join(c.describe() for c in failed)}. Rerun the same command to retry them.",
-              file=sys.stderr)
+        print(
+            f"error: {len(failed)} cell(s) failed: "
+            f"{'; '.join(c.describe() for c in failed)}. Rerun the same command to retry them.",
+            file=sys.stderr,
+        )
         return 1
     return status
 

@@ -15,10 +15,8 @@ Baseline outputs: logits, feature.
 
 from __future__ import annotations
 
-from typing import Optional
-
-import jax
 import flax.linen as nn
+import jax
 
 from ifdd_jax.models.layers import fold_time, temporal_pair_mean, trunc_normal_init, unfold_time
 
@@ -29,7 +27,7 @@ class ClassifierHead(nn.Module):
 
     num_classes: int
     dropout: float
-    hidden: Optional[int] = None
+    hidden: int | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -82,7 +80,7 @@ class Baseline(nn.Module):
     trunk: nn.Module
     num_classes: int
     head_dropout: float  # config.model.head_dropout
-    head_hidden: Optional[int] = None  # an MLP head's hidden width; None: Dropout -> Linear
+    head_hidden: int | None = None  # an MLP head's hidden width; None: Dropout -> Linear
 
     @nn.compact
     def __call__(self, clips: jax.Array, *, train: bool = False) -> dict:

@@ -10,8 +10,6 @@ an MLP 160 -> 1280 -> classes.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import flax.linen as nn
 import ml_collections
 
@@ -26,7 +24,7 @@ BASELINE_HIDDEN = 1280  # the baseline MLP's hidden width (MobileNetV2's last 1Ã
 
 
 def ifdd_2dcnn(
-    config: ml_collections.ConfigDict, *, issm: Optional[str] = None, ladm: Optional[str] = None
+    config: ml_collections.ConfigDict, *, issm: str | None = None, ladm: str | None = None
 ) -> nn.Module:
     """IFDD-2DCNN; `issm` / `ladm` fix the ISSM or LADM variant (the ablation constructors)."""
     issm_kw = {} if issm is None else dict(variant=issm)

@@ -57,8 +57,6 @@ attention·v, about 12 GMACs for this backbone) and elementwise work: 49.2 / 45.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import flax.linen as nn
 import ml_collections
 
@@ -69,10 +67,12 @@ from ifdd_jax.models.mvit import MViT, Triple, mvit_v2_xs_blocks
 from ifdd_jax.models.pyramid import PyramidAggregation
 
 # Stage outputs the pyramid takes, per flavor, and the number of leading blocks kept.
-REFERENCE_STAGES: Tuple[int, ...] = (2, 3)
-PAPER_STAGES: Tuple[int, ...] = (0, 1, 2)
+REFERENCE_STAGES: tuple[int, ...] = (2, 3)
+PAPER_STAGES: tuple[int, ...] = (0, 1, 2)
 PAPER_NUM_BLOCKS = 8  # stages 0-2 of the 10-block backbone: depths [1, 2, 5]
-TRUNK = "mvit"  # the trunk family of config_lib.TRUNK_DEFAULTS (C_S 384 paper / 768 reference, D_c 4)
+TRUNK = (
+    "mvit"  # the trunk family of config_lib.TRUNK_DEFAULTS (C_S 384 paper / 768 reference, D_c 4)
+)
 TRUNK_DROP_PATH = 0.2  # the released backbone's stochastic depth
 
 
@@ -82,7 +82,7 @@ def clip_size(config: ml_collections.ConfigDict) -> Triple:
     return (config.input.num_frames, size, size)
 
 
-def reference_temporal_embedding(num_frames: int) -> Tuple[int, int]:
+def reference_temporal_embedding(num_frames: int) -> tuple[int, int]:
     """(time stride of the patch Conv3d, temporal average pooling after it) of the released
     `embedNet_light` for clips of `num_frames`: stride 2 above 8 frames, pooling by 2 at 32 frames,
     so 8, 16 and 32 frames all give 8 token frames."""
@@ -96,8 +96,8 @@ def reference_temporal_embedding(num_frames: int) -> Tuple[int, int]:
 def mvit_trunk(
     config: ml_collections.ConfigDict,
     *,
-    stages: Optional[Tuple[int, ...]],
-    num_blocks: Optional[int] = None,
+    stages: tuple[int, ...] | None,
+    num_blocks: int | None = None,
     class_token: bool = True,
     released_time_embedding: bool = False,
 ) -> MViT:

@@ -49,12 +49,11 @@ in_channels·kernel area). W_T and b_T have no released counterpart: W_T is trun
 from __future__ import annotations
 
 import re
-from typing import Optional, Tuple, Union
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import flax.linen as nn
 
 from ifdd_jax.models.layers import (
     attend,
@@ -70,7 +69,7 @@ VARIANTS = ("even_odd", "issm", "entire", "weighting")
 INITS = ("even_odd", "midpoint")
 
 
-def initial_indices(num_frames: int, init: str) -> Tuple[np.ndarray, np.ndarray]:
+def initial_indices(num_frames: int, init: str) -> tuple[np.ndarray, np.ndarray]:
     """Initial (static, dynamic) frame indices, each `[T/2]` float32."""
     if num_frames < 2 or num_frames % 2:
         raise ValueError(f"ISSM needs an even number of frames >= 2, got {num_frames}")
@@ -82,9 +81,7 @@ def initial_indices(num_frames: int, init: str) -> Tuple[np.ndarray, np.ndarray]
     raise ValueError(f"ISSM init must be one of {INITS}, got {init!r}")
 
 
-def resolve_index_range(
-    index_range: Optional[Union[float, str]], num_frames: int, flavor: str
-) -> float:
+def resolve_index_range(index_range: float | str | None, num_frames: int, flavor: str) -> float:
     """The allowable range L in frames: None -> the flavor's default (T/2 paper, 2 reference),
     a number, or a string "T/k" relative to the number of frames T of X."""
     if index_range is None or index_range == "":
@@ -179,7 +176,7 @@ class ISSM(nn.Module):
     flavor: str
     init_index: str  # initial indices: "even_odd" | "midpoint"
     # L: None -> T/2 (paper) or 2 (reference); a number of frames; or "T/k" (T = frames of X).
-    index_range: Optional[Union[float, str]]
+    index_range: float | str | None
     similarity_dim: int  # d_T of Eq. 1 (paper flavor)
     channel_compression: int  # D_c of Eq. 1 (paper flavor)
     reference_pool_size: int = 7  # the released `down_size`
@@ -232,7 +229,7 @@ class ISSM(nn.Module):
         )(z)
         return gelu(z).reshape(b, t, -1)
 
-    def _similarity(self, x: jax.Array) -> Tuple[jax.Array, jax.Array, jax.Array]:
+    def _similarity(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Eq. 2: S and the row-softmaxed A_S = softmax(S), A_D = softmax(-S), each `[B, T, T]`."""
         z = self._descriptor(x)
         scale = z.shape[-1] ** -0.5 if self.flavor == "paper" else 1.0 / x.shape[-1]

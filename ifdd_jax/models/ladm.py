@@ -50,11 +50,9 @@ Paper vs released code (`flavor`), written here once:
 
 from __future__ import annotations
 
-from typing import Optional
-
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 from ifdd_jax.models.layers import (
     StochasticDepth,
@@ -100,7 +98,11 @@ class ConvLifting(nn.Module):
         c = x.shape[-1]
         for i in range(2):
             x = nn.Conv(
-                c, (3, 3, 3), padding=((1, 1),) * 3, use_bias=False, name=f"conv{i}",
+                c,
+                (3, 3, 3),
+                padding=((1, 1),) * 3,
+                use_bias=False,
+                name=f"conv{i}",
                 kernel_init=torch_default_init,
             )(x)
             x = nn.BatchNorm(
@@ -153,7 +155,7 @@ class LADM(nn.Module):
     # config.model's fields (ifdd_jax/config_lib.py documents each).
     variant: str  # VARIANTS
     flavor: str
-    num_heads: Optional[int]  # None -> 1 (paper) or 8 (reference)
+    num_heads: int | None  # None -> 1 (paper) or 8 (reference)
     drop_path: float  # whole-sample stochastic depth of the reference refinement
 
     @nn.compact

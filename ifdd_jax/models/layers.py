@@ -6,11 +6,11 @@ Everything is channels-last. Attention works on token sequences `[B, N, C]`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 FLAVORS = ("paper", "reference")
 

@@ -28,8 +28,6 @@ Paper vs released code (`flavor`), written here once:
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -101,11 +99,11 @@ def ifdd_loss(
     targets: jax.Array,
     *,
     lift: str = "tc",
-    lift_weight: Optional[float] = None,
-    lift_reduction: Optional[str] = None,
+    lift_weight: float | None = None,
+    lift_reduction: str | None = None,
     flavor: str = "paper",
-    mask: Optional[jax.Array] = None,
-) -> Tuple[jax.Array, dict]:
+    mask: jax.Array | None = None,
+) -> tuple[jax.Array, dict]:
     """The training objective: mean_b CE_b + lift_weight · reduce_b(lifting_b).
 
     Args:

@@ -32,16 +32,16 @@ difference in `model_summary`.
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 from ifdd_jax.models.layers import fold_time, kaiming_fan_out_init, unfold_time
 
 # (expansion t, output channels c, repeats n, first stride s) of MobileNetV2's bottleneck groups.
-MOBILENET_V2_GROUPS: Tuple[Tuple[int, int, int, int], ...] = (
+MOBILENET_V2_GROUPS: tuple[tuple[int, int, int, int], ...] = (
     (1, 16, 1, 1),
     (6, 24, 2, 2),
     (6, 32, 3, 2),
@@ -53,17 +53,17 @@ MOBILENET_V2_GROUPS: Tuple[Tuple[int, int, int, int], ...] = (
 
 # IFDD-2DCNN: the first five groups, strides moved so groups 3/4/5 end at 56²/28²/14² after the
 # stride-4 stem (see the module docstring).
-IFDD_2DCNN_GROUPS: Tuple[Tuple[int, int, int, int], ...] = (
+IFDD_2DCNN_GROUPS: tuple[tuple[int, int, int, int], ...] = (
     (1, 16, 1, 1),
     (6, 24, 2, 1),
     (6, 32, 3, 1),
     (6, 64, 4, 2),
     (6, 96, 3, 2),
 )
-IFDD_2DCNN_PYRAMID_GROUPS: Tuple[int, ...] = (3, 4, 5)
+IFDD_2DCNN_PYRAMID_GROUPS: tuple[int, ...] = (3, 4, 5)
 
 # The vanilla baseline: groups 1-6 with torchvision's strides.
-BASELINE_GROUPS: Tuple[Tuple[int, int, int, int], ...] = MOBILENET_V2_GROUPS[:6]
+BASELINE_GROUPS: tuple[tuple[int, int, int, int], ...] = MOBILENET_V2_GROUPS[:6]
 
 
 def scale_width(channels: int, multiplier: float, divisor: int = 8) -> int:
@@ -95,8 +95,12 @@ def depthwise_conv3x3_shifted(x: jax.Array, kernel: jax.Array, stride: int) -> j
             window = jax.lax.slice(
                 padded,
                 (0, i, j, 0),
-                (padded.shape[0], i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1,
-                 padded.shape[3]),
+                (
+                    padded.shape[0],
+                    i + (out_h - 1) * stride + 1,
+                    j + (out_w - 1) * stride + 1,
+                    padded.shape[3],
+                ),
                 (1, stride, stride, 1),
             )
             term = window * kernel[i, j, 0]
@@ -126,8 +130,12 @@ class DepthwiseConv3x3(nn.Module):
         if impl != "grouped":
             raise ValueError(f"depthwise impl must be auto, shifted or grouped, got {impl!r}")
         return jax.lax.conv_general_dilated(
-            x, kernel.astype(x.dtype), (self.stride, self.stride), ((1, 1), (1, 1)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels,
+            x,
+            kernel.astype(x.dtype),
+            (self.stride, self.stride),
+            ((1, 1), (1, 1)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=channels,
         )
 
 
@@ -210,7 +218,7 @@ class MobileNetV2Groups(nn.Module):
     """Bottleneck groups `groups` applied to `[N, H, W, C]`; returns the output of every group
     listed (1-based) in `outputs`."""
 
-    groups: Sequence[Tuple[int, int, int, int]]
+    groups: Sequence[tuple[int, int, int, int]]
     outputs: Sequence[int]
 
     @nn.compact
@@ -236,7 +244,7 @@ class IFDD2DTrunk(nn.Module):
 
     width_multiplier: float  # α (config.model.width_multiplier): scales the stem and group widths
     stem_features: int = 32
-    groups: Sequence[Tuple[int, int, int, int]] = IFDD_2DCNN_GROUPS
+    groups: Sequence[tuple[int, int, int, int]] = IFDD_2DCNN_GROUPS
     pyramid_groups: Sequence[int] = IFDD_2DCNN_PYRAMID_GROUPS
 
     @nn.compact
@@ -269,7 +277,7 @@ class MobileNetV2FrameTrunk(nn.Module):
     """
 
     width_multiplier: float  # α (config.model.width_multiplier)
-    groups: Sequence[Tuple[int, int, int, int]] = BASELINE_GROUPS
+    groups: Sequence[tuple[int, int, int, int]] = BASELINE_GROUPS
 
     @nn.compact
     def __call__(self, clips: jax.Array, *, train: bool) -> list[jax.Array]:

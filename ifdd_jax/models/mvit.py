@@ -48,12 +48,12 @@ Parameter names mirror torchvision's keys (see ifdd_jax/convert/families.py):
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import flax.linen as nn
 
 from ifdd_jax.models.layers import (
     StochasticDepth,
@@ -63,7 +63,7 @@ from ifdd_jax.models.layers import (
     trunc_normal_init,
 )
 
-Triple = Tuple[int, int, int]
+Triple = tuple[int, int, int]
 
 LN_EPS = 1e-6
 
@@ -87,7 +87,7 @@ def block_configs(
     heads: Sequence[int] = (1, 2, 4, 8),
     kv_stride: Triple = (1, 8, 8),
     kernel: Triple = (3, 3, 3),
-) -> Tuple[MViTBlockConfig, ...]:
+) -> tuple[MViTBlockConfig, ...]:
     """The MViTv2 block list for stage depths `depths`.
 
     Each stage after the first opens with a block that widens to the stage's width and head count
@@ -124,20 +124,20 @@ def block_configs(
 
 
 # torchvision's mvit_v2_s / PySlowFast MViTv2-S 16x4: 16 blocks, stage depths [1, 2, 11, 2].
-MVIT_V2_S_DEPTHS: Tuple[int, ...] = (1, 2, 11, 2)
+MVIT_V2_S_DEPTHS: tuple[int, ...] = (1, 2, 11, 2)
 # The released IFDD backbone ("MFViT_XS"): stage 3 shortened from 11 to 5 blocks, 10 blocks in all.
-MVIT_V2_XS_DEPTHS: Tuple[int, ...] = (1, 2, 5, 2)
+MVIT_V2_XS_DEPTHS: tuple[int, ...] = (1, 2, 5, 2)
 
 
-def mvit_v2_s_blocks() -> Tuple[MViTBlockConfig, ...]:
+def mvit_v2_s_blocks() -> tuple[MViTBlockConfig, ...]:
     return block_configs(MVIT_V2_S_DEPTHS)
 
 
-def mvit_v2_xs_blocks() -> Tuple[MViTBlockConfig, ...]:
+def mvit_v2_xs_blocks() -> tuple[MViTBlockConfig, ...]:
     return block_configs(MVIT_V2_XS_DEPTHS)
 
 
-def stage_starts(blocks: Sequence[MViTBlockConfig]) -> List[int]:
+def stage_starts(blocks: Sequence[MViTBlockConfig]) -> list[int]:
     """Indices of the blocks that open a stage after the first: those whose head count is new
     (the released backbone's rule)."""
     seen = {blocks[0].num_heads}
@@ -216,11 +216,7 @@ def decomposed_rel_pos(
     rel_t = jnp.einsum("bnthwc,tkc->bnthwk", r_q, rt)
     rel_h = jnp.einsum("bnthwc,hkc->bnthwk", r_q, rh)
     rel_w = jnp.einsum("bnthwc,wkc->bnthwk", r_q, rw)
-    rel = (
-        rel_t[..., :, None, None]
-        + rel_h[..., None, :, None]
-        + rel_w[..., None, None, :]
-    )
+    rel = rel_t[..., :, None, None] + rel_h[..., None, :, None] + rel_w[..., None, None, :]
     return rel.reshape(b, n, qt * qh * qw, kt * kh * kw)
 
 
@@ -239,18 +235,18 @@ def _layer_norm(name: str) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=LN_EPS, name=name)
 
 
-def _pad(kernel: Sequence[int]) -> Tuple[Tuple[int, int], ...]:
+def _pad(kernel: Sequence[int]) -> tuple[tuple[int, int], ...]:
     return tuple((k // 2, k // 2) for k in kernel)
 
 
-def _split_cls(x: jax.Array, class_token: bool) -> Tuple[Optional[jax.Array], jax.Array]:
+def _split_cls(x: jax.Array, class_token: bool) -> tuple[jax.Array | None, jax.Array]:
     """(class token row or None, grid tokens) along the token axis (-2)."""
     if not class_token:
         return None, x
     return x[..., :1, :], x[..., 1:, :]
 
 
-def _join_cls(cls: Optional[jax.Array], tokens: jax.Array) -> jax.Array:
+def _join_cls(cls: jax.Array | None, tokens: jax.Array) -> jax.Array:
     return tokens if cls is None else jnp.concatenate([cls, tokens], axis=-2)
 
 
@@ -328,7 +324,7 @@ class AttentionPool(nn.Module):
     class_token: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, thw: Triple) -> Tuple[jax.Array, Triple]:
+    def __call__(self, x: jax.Array, thw: Triple) -> tuple[jax.Array, Triple]:
         b, n, _, d = x.shape
         cls, tokens = _split_cls(x, self.class_token)
         grid = tokens.reshape((b * n,) + tuple(thw) + (d,))
@@ -351,11 +347,11 @@ class MultiscaleAttention(nn.Module):
     kernel_kv: Triple
     stride_q: Triple
     stride_kv: Triple
-    rel_pos_rows: Tuple[int, int]
+    rel_pos_rows: tuple[int, int]
     class_token: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, thw: Triple) -> Tuple[jax.Array, Triple]:
+    def __call__(self, x: jax.Array, thw: Triple) -> tuple[jax.Array, Triple]:
         b, n_tokens, _ = x.shape
         heads = self.num_heads
         if self.output_channels % heads:
@@ -403,12 +399,12 @@ class MultiscaleBlock(nn.Module):
     (the leading class token row only with `class_token`)."""
 
     config: MViTBlockConfig
-    rel_pos_rows: Tuple[int, int]
+    rel_pos_rows: tuple[int, int]
     drop_path: float = 0.0
     class_token: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, thw: Triple, *, train: bool) -> Tuple[jax.Array, Triple]:
+    def __call__(self, x: jax.Array, thw: Triple, *, train: bool) -> tuple[jax.Array, Triple]:
         cnf = self.config
         if x.shape[-1] != cnf.input_channels:
             raise ValueError(f"block expects {cnf.input_channels} channels, got {x.shape[-1]}")
@@ -465,8 +461,8 @@ class MViT(nn.Module):
     """
 
     blocks: Sequence[MViTBlockConfig]
-    input_size: Optional[Triple] = None
-    stages: Optional[Sequence[int]] = None
+    input_size: Triple | None = None
+    stages: Sequence[int] | None = None
     drop_path: float = 0.2
     patch_kernel: Triple = (3, 7, 7)
     patch_stride: Triple = (2, 4, 4)
@@ -474,7 +470,7 @@ class MViT(nn.Module):
     class_token: bool = True
     temporal_pool: int = 1
 
-    def rel_pos_rows(self, clip_thw: Sequence[int]) -> List[Tuple[int, int]]:
+    def rel_pos_rows(self, clip_thw: Sequence[int]) -> list[tuple[int, int]]:
         """(temporal, spatial) table lengths of every block for clips of size (T, H, W), sized as
         torchvision sizes them (grids by floor division)."""
         size = [n // s for n, s in zip(clip_thw, self.patch_stride)]
@@ -494,7 +490,7 @@ class MViT(nn.Module):
     @nn.compact
     def __call__(
         self, clips: jax.Array, *, train: bool = False, return_tokens: bool = False
-    ) -> Union[List[jax.Array], Tuple[List[jax.Array], jax.Array]]:
+    ) -> list[jax.Array] | tuple[list[jax.Array], jax.Array]:
         if clips.ndim != 5:
             raise ValueError(f"expected clips [B, T, H, W, C], got shape {clips.shape}")
         if not self.blocks:
@@ -542,9 +538,9 @@ class MViT(nn.Module):
             if i in starts:
                 outputs[starts.index(i)] = to_map(x, thw)
             rate = self.drop_path * i / (n - 1.0) if n > 1 else 0.0
-            x, thw = MultiscaleBlock(
-                cnf, rows[i], rate, self.class_token, name=f"blocks_{i}"
-            )(x, thw, train=train)
+            x, thw = MultiscaleBlock(cnf, rows[i], rate, self.class_token, name=f"blocks_{i}")(
+                x, thw, train=train
+            )
         x = _layer_norm("norm")(x)
         outputs[len(starts)] = to_map(x, thw)
         levels = [outputs[s] for s in wanted]

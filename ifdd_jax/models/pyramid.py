@@ -16,11 +16,11 @@ Paper vs released code (written here once):
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 from ifdd_jax.models.layers import torch_default_init
 

@@ -6,7 +6,7 @@ the named ablations of the paper's tables are config overrides (config_lib.ABLAT
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from collections.abc import Callable
 
 import flax.linen as nn
 import ml_collections
@@ -22,7 +22,7 @@ from ifdd_jax.models.layers import check_flavor
 
 ModelFn = Callable[[ml_collections.ConfigDict], nn.Module]
 
-MODELS: Dict[str, ModelFn] = {
+MODELS: dict[str, ModelFn] = {
     "ifdd_2dcnn": ifdd_2dcnn,
     "ifdd_2dcnn_issm_only": ifdd_2dcnn_issm_only,
     "ifdd_2dcnn_ladm_only": ifdd_2dcnn_ladm_only,

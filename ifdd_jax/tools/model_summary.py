@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, List, Sequence
+from collections.abc import Sequence
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.extend
 import jax.numpy as jnp
-import flax.linen as nn
 import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
@@ -59,7 +60,7 @@ class Summary:
     params: int
     macs: float
     all_op_macs: float
-    modules: List[ModuleCost]
+    modules: list[ModuleCost]
     outputs: dict
 
 
@@ -80,7 +81,7 @@ def _sub_jaxpr(eqn) -> Any:
     return None
 
 
-def _layer_macs_of(closed, kinds: List[int]) -> float:
+def _layer_macs_of(closed, kinds: list[int]) -> float:
     """Walks a closed jaxpr whose inputs are tagged parameter / constant / data."""
     jaxpr = closed.jaxpr
     kind = {v: k for v, k in zip(jaxpr.invars, kinds)}
@@ -197,18 +198,24 @@ def summarize(config: ml_collections.ConfigDict, batch: int = 1) -> Summary:
         leaves, treedef = jax.tree.flatten((args, kwargs))
         is_array = [isinstance(x, jax.ShapeDtypeStruct) for x in leaves]
 
-        def sub_forward(v, arrays, module=module, leaves=leaves, treedef=treedef, is_array=is_array):
+        def sub_forward(
+            v, arrays, module=module, leaves=leaves, treedef=treedef, is_array=is_array
+        ):
             it = iter(arrays)
             filled = [next(it) if flag else x for x, flag in zip(leaves, is_array)]
             a, kw = jax.tree.unflatten(treedef, filled)
             return module.apply(v, *a, **kw)
 
         arrays = [x for x, flag in zip(leaves, is_array) if flag]
-        modules.append(ModuleCost(
-            name, count_params(sub_vars.get("params", {})),
-            layer_macs(sub_forward, sub_vars, arrays), _macs(sub_forward, sub_vars, arrays),
-            _shape_text(out),
-        ))
+        modules.append(
+            ModuleCost(
+                name,
+                count_params(sub_vars.get("params", {})),
+                layer_macs(sub_forward, sub_vars, arrays),
+                _macs(sub_forward, sub_vars, arrays),
+                _shape_text(out),
+            )
+        )
     return Summary(
         model_name=config.model_name,
         flavor=config.flavor,
@@ -229,15 +236,21 @@ def format_summary(summary: Summary) -> str:
         f"{'module':<10} {'params (M)':>11} {'GMACs':>8} {'all-op':>8}   output",
     ]
     for m in summary.modules:
-        lines.append(f"{m.name:<10} {m.params / 1e6:11.4f} {m.macs / 1e9:8.3f} "
-                     f"{m.all_op_macs / 1e9:8.3f}   {m.output}")
-    lines.append(f"{'total':<10} {summary.params / 1e6:11.4f} {summary.macs / 1e9:8.3f} "
-                 f"{summary.all_op_macs / 1e9:8.3f}")
+        lines.append(
+            f"{m.name:<10} {m.params / 1e6:11.4f} {m.macs / 1e9:8.3f} "
+            f"{m.all_op_macs / 1e9:8.3f}   {m.output}"
+        )
+    lines.append(
+        f"{'total':<10} {summary.params / 1e6:11.4f} {summary.macs / 1e9:8.3f} "
+        f"{summary.all_op_macs / 1e9:8.3f}"
+    )
     lines.append("")
     lines.append(f"params: {summary.params / 1e6:.4f} M")
     lines.append(f"GFLOPs: {summary.macs / 1e9:.3f}")
-    lines.append(f"all-op GFLOPs (XLA cost analysis / 2, attention and elementwise work included): "
-                 f"{summary.all_op_macs / 1e9:.3f}")
+    lines.append(
+        f"all-op GFLOPs (XLA cost analysis / 2, attention and elementwise work included): "
+        f"{summary.all_op_macs / 1e9:.3f}"
+    )
     if summary.model_name in PAPER_COSTS:
         label, p, g = PAPER_COSTS[summary.model_name]
         dp = 100.0 * (summary.params / 1e6 - p) / p

@@ -599,7 +599,8 @@ def _gather(lower: _Lowering, eqn, args):
       relative-position tables): GatherND with the gather's batch dimensions as `batch_dims`;
     * `x[..., i[...], ...]` along one axis, no batch dimensions (the fixed even/odd reads under a
       symbolic batch): Gather on that axis;
-    * a slice of fixed size at computed starts (`x[..., a:b]` under a symbolic batch): Slice.
+    * a slice of fixed size at computed starts (`x[..., a:b]`, `x[:, :3, 0]` under a symbolic
+      batch): Slice, and Squeeze for the dimensions it drops.
     Out-of-range starts follow the gather's mode: clamped (CLIP), zero-filled (FILL_OR_DROP) or
     promised in range."""
     p = eqn.params
@@ -635,17 +636,13 @@ def _gather(lower: _Lowering, eqn, args):
             indices = lower.g.op("Squeeze", [indices, lower.g.const([-1], np.int64)])
             gathered = lower.g.op("Gather", [args[0], indices], axis=axis)
             return _fill_outside(lower, eqn, gathered, valid, positions)
-    if (
-        not batch
-        and not collapsed
-        and len(index_shape) == 1
-        and offsets == tuple(range(out_rank))
-        and all(str(sizes[i]) == str(shape[i]) for i in whole)
-    ):
+    if not batch and len(index_shape) == 1 and offsets == tuple(range(out_rank)) and full:
         starts, valid = _gather_indices(lower, eqn, args[1], limits)
         ends = lower.g.op("Add", [starts, lower.g.const([sizes[i] for i in indexed], np.int64)])
         axes = lower.g.const(list(indexed), np.int64)
         gathered = lower.g.op("Slice", [args[0], starts, ends, axes])
+        if collapsed:  # dimensions sliced to one element and dropped
+            gathered = lower.g.op("Squeeze", [gathered, lower.g.const(list(collapsed), np.int64)])
         return _fill_outside(lower, eqn, gathered, valid, [])
     raise UnsupportedPrimitive(f"gather of the form {numbers}, slice sizes {sizes}")
 

@@ -136,11 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--workdirs", nargs="+", required=True, help="run folders")
     parser.add_argument("--labels", nargs="*", default=None, help="legend names, one per run")
-    parser.add_argument("--out", default="figures/curves.png", help="the PNG file")
+    figures.add_output_args(parser, "curves.png")
     parser.add_argument("--dpi", type=int, default=None)
     args = parser.parse_args(argv)
+    out = figures.output_path(args, "curves.png")
     return figures.run_command(
-        lambda: curves_figure(args.workdirs, args.out, labels=args.labels, dpi=args.dpi)
+        lambda: curves_figure(args.workdirs, out, labels=args.labels, dpi=args.dpi)
     )
 
 

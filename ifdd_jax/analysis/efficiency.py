@@ -189,14 +189,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--image_size", type=int, default=None, help="override S")
     parser.add_argument("--models", nargs="*", default=None, help="default: every registered model")
     parser.add_argument("--ablations", nargs="*", default=None, help="default: every ablation")
-    parser.add_argument("--out", default="figures/efficiency.png", help="the PNG file")
+    figures.add_output_args(parser, "efficiency.png")
     parser.add_argument("--dpi", type=int, default=None)
     args = parser.parse_args(argv)
+    out = figures.output_path(args, "efficiency.png")
 
     def write() -> str:
         _, markdown = efficiency_table(
             args.config,
-            args.out,
+            out,
             num_frames=args.num_frames,
             image_size=args.image_size,
             models=args.models,
@@ -204,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dpi=args.dpi,
         )
         print(markdown)
-        return args.out
+        return out
 
     return figures.run_command(write)
 

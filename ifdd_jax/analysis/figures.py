@@ -3,6 +3,7 @@ style and `save`, which writes a PNG at a stated DPI and refuses to leave an emp
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -43,6 +44,20 @@ def save(fig, path: str, dpi: int = DPI) -> str:
     if os.path.getsize(path) == 0:
         raise OSError(f"{path}: matplotlib wrote an empty file")
     return path
+
+
+def add_output_args(parser: argparse.ArgumentParser, filename: str) -> None:
+    """`--out_dir DIR` (where figures go, the same flag in every analysis command) and `--out FILE`
+    (the PNG itself, kept for scripts written before --out_dir)."""
+    parser.add_argument(
+        "--out_dir", default="figures", help=f"where the figure goes (as DIR/{filename})"
+    )
+    parser.add_argument("--out", default=None, help="the PNG file itself (overrides --out_dir)")
+
+
+def output_path(args: argparse.Namespace, filename: str) -> str:
+    """The PNG path the flags of `add_output_args` name."""
+    return args.out or os.path.join(args.out_dir, filename)
 
 
 def run_command(

@@ -128,13 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="clips in the distribution (default: the whole split)",
     )
-    parser.add_argument("--out", default="figures/issm_indices.png", help="the PNG file")
+    figures.add_output_args(parser, "issm_indices.png")
     parser.add_argument("--dpi", type=int, default=None)
     args = parser.parse_args(argv)
+    out = figures.output_path(args, "issm_indices.png")
     return figures.run_command(
         lambda: indices_figure(
             args.workdir,
-            args.out,
+            out,
             split=args.split,
             num_clips=args.num_clips,
             max_clips=args.max_clips,

@@ -121,13 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--titles", nargs="*", default=None, help="panel titles, one per run")
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument("--max_clips", type=int, default=2000, help="clips embedded per run")
-    parser.add_argument("--out", default="figures/tsne.png", help="the PNG file")
+    figures.add_output_args(parser, "tsne.png")
     parser.add_argument("--dpi", type=int, default=None)
     args = parser.parse_args(argv)
+    out = figures.output_path(args, "tsne.png")
     return figures.run_command(
         lambda: tsne_figure(
             args.workdirs,
-            args.out,
+            out,
             titles=args.titles,
             split=args.split,
             max_clips=args.max_clips,

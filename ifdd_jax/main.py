@@ -10,13 +10,19 @@ from __future__ import annotations
 import logging as logging_std
 import sys
 
-import jax
-import tensorflow as tf
-from absl import app, flags, logging
-from ml_collections import config_flags
+from ifdd_jax import quiet_logs
 
-from ifdd_jax import compile_cache, evaluate, train
-from ifdd_jax.checkpointing import CheckpointMismatchError
+# Before TensorFlow and XLA start logging: their C++ banners are read off the environment once.
+_QUIET = quiet_logs.configure(sys.argv)
+
+with quiet_logs.native_banners_dropped(_QUIET):  # the banners TensorFlow prints while it loads
+    import jax  # noqa: E402
+    import tensorflow as tf  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from ifdd_jax import compile_cache, evaluate, train  # noqa: E402
+from ifdd_jax.checkpointing import CheckpointMismatchError  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -67,6 +73,8 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.get_absl_handler().addFilter(_QuietLibraries())
+    if _QUIET:
+        logging.get_absl_handler().addFilter(quiet_logs.DropLibraryDeprecations())
     # TensorFlow only feeds data: keep it off the GPUs (its GPU build next to JAX breaks NCCL).
     tf.config.set_visible_devices([], "GPU")
     _init_distributed()
@@ -81,7 +89,8 @@ def main(argv) -> None:
     config = FLAGS.config
     cache = compile_cache.enable(config.compilation_cache_dir)
     logging.info("XLA compilation cache: %s", cache or "off")
-    logging.info("Config written to %s:\n%s", train.write_config(config, FLAGS.workdir), config)
+    logging.info("Config written to %s.", train.write_config(config, FLAGS.workdir))
+    logging.vlog(1, "Config:\n%s", config)  # the whole config with --verbosity=1
     try:
         if FLAGS.mode == "train":
             train.train_and_evaluate(config, FLAGS.workdir)

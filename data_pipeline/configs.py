@@ -1,4 +1,4 @@
-"""Data configs: `get_data_config(name)` for "dfew", "ferv39k", "mafw" and "synthetic".
+"""Data configs: `get_data_config(name)` for "dfew", "ferv39k", "mafw", "synthetic", "custom".
 
 Every field is typed (optional ones are placeholders), so `--config.data.<field>=<value>`
 overrides work with a locked config. Defaults follow docs/reference-ifdd.md §5–§6 and
@@ -138,6 +138,12 @@ def get_data_config(name: str, flavor: str | None = None) -> ml_collections.Conf
         c.fold = 0  # one official split; kept typed for overrides
     elif name == "mafw":
         c.num_frames = 32  # the paper samples 32 frames for MAFW
+    elif name == "custom":
+        # Your own videos (data_pipeline/custom.py): data_dir is a CSV or a folder per class.
+        c.fold = 0  # no folds; train/test come from the CSV or a stratified split
+        c.num_frames, c.image_size = 16, 112
+        c.classes = config_dict.placeholder(str)  # "a,b,c": names and order; None: sorted labels
+        c.test_fraction = 0.2  # of each class, for clips without a split
     elif name == "synthetic":
         c.image_size = 64
         c.synthetic = ml_collections.ConfigDict(
@@ -152,7 +158,9 @@ def get_data_config(name: str, flavor: str | None = None) -> ml_collections.Conf
             )
         )
     else:
-        raise ValueError(f"unknown dataset {name!r}; choose dfew, ferv39k, mafw or synthetic")
+        raise ValueError(
+            f"unknown dataset {name!r}; choose dfew, ferv39k, mafw, synthetic or custom"
+        )
     if flavor is not None:
         resolve_flavor_defaults(c, flavor)
     return c

@@ -28,8 +28,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from data_pipeline import custom, sampling, sources, tfds_builders
 from data_pipeline import labels as labels_lib
-from data_pipeline import sampling, sources, tfds_builders
 from data_pipeline.augment import AugmentOptions, eval_transform, normalize, train_augment
 from data_pipeline.configs import check_resolved
 from data_pipeline.errors import DataError
@@ -155,11 +155,33 @@ def _resolve_root(cfg: ml_collections.ConfigDict, process_index: int) -> tuple[s
     return cfg.data_dir, cfg.tfds_data_dir
 
 
+def class_names_of(cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The dataset's class names: the documented order of a benchmark, or a custom dataset's
+    (`data.classes`, else its labels sorted)."""
+    if cfg.name == "custom":
+        return custom.class_names(cfg.data_dir, cfg.get("classes"))
+    return labels_lib.class_names(cfg.name)
+
+
+def _custom_options(cfg: ml_collections.ConfigDict) -> dict:
+    """The TFDS builder options of a custom dataset: what it reads and its fingerprint."""
+    names = class_names_of(cfg)
+    return {
+        "source_path": os.path.abspath(cfg.data_dir),
+        "class_names": names,
+        "test_fraction": cfg.test_fraction,
+        "fingerprint": custom.fingerprint(cfg.data_dir, names),
+    }
+
+
 def _split_sources(cfg, process_index, process_count) -> tuple[dict, dict, dict]:
     """Per-split sources, the skip report (JSON form) and excluded counts."""
     root, tfds_dir = _resolve_root(cfg, process_index)
     dataset = "dfew" if cfg.name == "synthetic" else cfg.name
-    fold = None if cfg.name == "ferv39k" else cfg.fold
+    fold = None if cfg.name in ("ferv39k", "custom") else cfg.fold
+    if cfg.name == "custom":
+        # The folder clip paths start from (a CSV's folder, or the class folders' root).
+        root = custom.read_rows(cfg.data_dir)[0]
     if cfg.source == "tfds":
         builder = tfds_builders.prepare(
             cfg.name,
@@ -168,6 +190,7 @@ def _split_sources(cfg, process_index, process_count) -> tuple[dict, dict, dict]
             fold=fold,
             **({"frame_version": cfg.frame_version} if dataset == "dfew" else {}),
             **({"prefer": cfg.prefer} if dataset == "mafw" else {}),
+            **(_custom_options(cfg) if dataset == "custom" else {}),
             val_fraction=cfg.val_fraction,
             split_seed=cfg.split_seed,
             max_frames=cfg.max_stored_frames,
@@ -192,13 +215,23 @@ def _split_sources(cfg, process_index, process_count) -> tuple[dict, dict, dict]
         meta = builder.info.metadata or {}
         return srcs, tfds_builders.skipped_from_metadata(builder), dict(meta.get("excluded", {}))
     if cfg.source == "files":
+        custom_options = (
+            {
+                "classes": class_names_of(cfg),
+                "test_fraction": cfg.test_fraction,
+                "split_seed": cfg.split_seed,
+            }
+            if dataset == "custom"
+            else None
+        )
         index = sources.read_index(
             dataset,
-            root,
+            cfg.data_dir if dataset == "custom" else root,
             fold=fold or 0,
             frame_version=cfg.frame_version,
             prefer=cfg.prefer,
             on_bad_clip=cfg.on_bad_clip,
+            custom_options=custom_options,
         )
         srcs, report = sources.file_split_sources(
             index,
@@ -216,7 +249,7 @@ def _split_sources(cfg, process_index, process_count) -> tuple[dict, dict, dict]
 
 
 def _check_config(cfg: ml_collections.ConfigDict) -> None:
-    if cfg.name not in ("dfew", "ferv39k", "mafw", "synthetic"):
+    if cfg.name not in ("dfew", "ferv39k", "mafw", "synthetic", "custom"):
         raise ValueError(f"unknown dataset {cfg.name!r}")
     if cfg.val_protocol not in ("holdout", "test"):
         raise ValueError(f"val_protocol must be 'holdout' or 'test', got {cfg.val_protocol!r}")
@@ -281,7 +314,7 @@ def build_datasets(
                 f"{name}={b} must be a positive multiple of process_count={process_count}"
             )
     train_b, eval_b = global_batch_size // process_count, eval_batch_size // process_count
-    class_names = labels_lib.class_names(cfg.name)
+    class_names = class_names_of(cfg)
     num_classes = len(class_names)
     t, size, views = cfg.num_frames, cfg.image_size, cfg.num_eval_views
     aug, mix = _augment_options(cfg), _mix_options(cfg)
@@ -393,7 +426,7 @@ def build_datasets(
     meta = {
         "dataset": cfg.name,
         "source": cfg.source,
-        "fold": None if cfg.name == "ferv39k" else cfg.fold,
+        "fold": None if cfg.name in ("ferv39k", "custom") else cfg.fold,
         "num_classes": num_classes,
         "class_names": list(class_names),
         "num_examples": kept_counts,

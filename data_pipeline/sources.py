@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from data_pipeline import dfew, ferv39k, mafw
+from data_pipeline import custom, dfew, ferv39k, mafw
 from data_pipeline.errors import DataError, SkipReport, handle_bad_clip
 from data_pipeline.frames import list_frames, read_checked_image
 from data_pipeline.records import ClipRecord, DatasetIndex
@@ -108,8 +108,19 @@ def tfds_split_sources(
 
 # ---------------------------------------------------------------- raw tree
 def read_index(
-    dataset: str, root: str, *, fold: int, frame_version: str, prefer: str, on_bad_clip: str
+    dataset: str,
+    root: str,
+    *,
+    fold: int,
+    frame_version: str,
+    prefer: str,
+    on_bad_clip: str,
+    custom_options: dict | None = None,
 ) -> DatasetIndex:
+    """The clips of one fold; `custom_options` (classes, test_fraction, split_seed) for
+    "custom"."""
+    if dataset == "custom":
+        return custom.read_custom(root, on_bad_clip=on_bad_clip, **(custom_options or {}))
     if dataset in ("dfew", "synthetic"):
         return dfew.read_dfew(root, fold, frame_version=frame_version, on_bad_clip=on_bad_clip)
     if dataset == "ferv39k":

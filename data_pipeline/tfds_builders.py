@@ -26,7 +26,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipeline import dfew, mafw
+from data_pipeline import custom, dfew, mafw
 from data_pipeline import labels as labels_lib
 from data_pipeline.clip_content import load_clip_jpegs
 from data_pipeline.errors import DataError, SkipReport, handle_bad_clip
@@ -49,6 +49,11 @@ class ClipBuilderConfig(tfds.core.BuilderConfig):
     max_frames: int = 0  # > 0: keep that many frames spread over long clips
     on_bad_clip: str = "skip"  # "skip" (counted) or "error"
     validate_frames: bool = True  # decode every JPEG once at preparation
+    # custom only: the CSV or folder read, its class names, its test fraction and fingerprint
+    source_path: str = ""
+    class_names: tuple[str, ...] = ()
+    test_fraction: float = 0.2
+    fingerprint: str = ""
 
 
 def config_name(
@@ -61,8 +66,14 @@ def config_name(
     max_frames: int = 0,
     on_bad_clip: str = "skip",
     validate_frames: bool = True,
+    source_path: str = "",
+    class_names: tuple[str, ...] = (),
+    test_fraction: float = 0.2,
+    fingerprint: str = "",
 ) -> str:
+    del source_path, class_names  # custom: both are in the fingerprint
     parts = [f"fold{fold}" if fold else "all"]
+    parts += [f"custom{fingerprint}", f"test{round(test_fraction * 100)}"] if fingerprint else []
     parts += [frame_version] if frame_version != "16f" else []
     parts += [f"prefer_{prefer}"] if prefer != "frames" else []
     parts += [f"val{round(val_fraction * 100)}", f"seed{split_seed}"]
@@ -104,6 +115,9 @@ class _ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             on_bad_clip=cfg.on_bad_clip,
         )
 
+    def _class_names(self) -> tuple[str, ...]:
+        return labels_lib.class_names(self.DATASET_NAME)
+
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(
@@ -111,9 +125,7 @@ class _ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                     "frames": tfds.features.Sequence(
                         tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg")
                     ),
-                    "label": tfds.features.ClassLabel(
-                        names=list(labels_lib.class_names(self.DATASET_NAME))
-                    ),
+                    "label": tfds.features.ClassLabel(names=list(self._class_names())),
                     "clip_id": tfds.features.Text(),
                     "num_frames": tfds.features.Scalar(dtype=np.int32),
                 }
@@ -210,7 +222,32 @@ class Mafw(_ClipBuilder):
     BUILDER_CONFIGS = [make_config(k) for k in range(1, mafw.NUM_FOLDS + 1)]
 
 
-BUILDERS = {"dfew": Dfew, "synthetic": Dfew, "ferv39k": Ferv39k, "mafw": Mafw}
+class Custom(_ClipBuilder):
+    """Your own videos (data_pipeline/custom.py): one config per CSV or folder, named by its
+    fingerprint, so an edited CSV is prepared again (manual_dir = the folder clip paths start
+    from)."""
+
+    DATASET_NAME = "custom"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "Pass a CSV 'path,label[,split]' or a folder <root>/<label>/<clip>."
+    )
+    BUILDER_CONFIGS = [make_config(None)]
+
+    def _class_names(self) -> tuple[str, ...]:
+        return tuple(self.builder_config.class_names)
+
+    def _read_index(self, root: str) -> DatasetIndex:
+        cfg = self.builder_config
+        return custom.read_custom(
+            cfg.source_path,
+            classes=cfg.class_names,
+            test_fraction=cfg.test_fraction,
+            split_seed=cfg.split_seed,
+            on_bad_clip=cfg.on_bad_clip,
+        )
+
+
+BUILDERS = {"dfew": Dfew, "synthetic": Dfew, "ferv39k": Ferv39k, "mafw": Mafw, "custom": Custom}
 
 
 def prepare(

@@ -22,7 +22,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from ifdd_jax import recipe, sharding
-from ifdd_jax.input_pipeline import build_data
+from ifdd_jax.input_pipeline import build_data, resolve_classes
 from ifdd_jax.metrics import EvalMetrics, confusion_image, recall_report
 from ifdd_jax.models import build_model
 from ifdd_jax.models.losses import cross_entropy
@@ -207,6 +207,7 @@ def evaluate_checkpoint(
     on `split` and writes `results_eval_<split>.json` in `workdir`."""
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval batch size")
+    resolve_classes(config, workdir)  # a custom dataset's class count, before the model
     model = build_model(config)
     data = build_data(config, workdir)
     variables, step, directory = restore_variables(model, config, checkpoint or workdir, mesh)

@@ -9,6 +9,7 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
+from data_pipeline import custom
 from ifdd_jax import recipe
 
 
@@ -26,9 +27,22 @@ def data_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collectio
                 f"no data directory for {cfg.name}: pass --config.data_dir=/path/to/{cfg.name} "
                 f"(the folder holding the official {cfg.name} layout)"
             )
-        if not os.path.isdir(cfg.data_dir):
+        is_csv = cfg.name == "custom" and os.path.isfile(cfg.data_dir)
+        if not os.path.isdir(cfg.data_dir) and not is_csv:
             raise FileNotFoundError(f"data_dir {cfg.data_dir} does not exist or is not a folder")
     return cfg
+
+
+def resolve_classes(config: ml_collections.ConfigDict, workdir: str) -> bool:
+    """A custom dataset's classes into the config, in place: `data.classes` (names, in label
+    order) and `num_classes`, from the data unless given, so that the model, config.json and
+    predictions agree; returns True for a custom dataset. The benchmarks' classes are fixed."""
+    if config.data.name != "custom":
+        return False
+    names = custom.class_names(data_config(config, workdir).data_dir, config.data.classes)
+    config.data.classes = ",".join(names)
+    config.num_classes = len(names)
+    return True
 
 
 def build_data(config: ml_collections.ConfigDict, workdir: str):
@@ -38,6 +52,7 @@ def build_data(config: ml_collections.ConfigDict, workdir: str):
     from data_pipeline.pipeline import build_datasets
 
     recipe.resolve(config)
+    resolve_classes(config, workdir)
     data = build_datasets(
         data_config(config, workdir),
         global_batch_size=config.batch_size,

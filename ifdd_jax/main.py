@@ -21,7 +21,7 @@ with quiet_logs.native_banners_dropped(_QUIET):  # the banners TensorFlow prints
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from ifdd_jax import compile_cache, evaluate, train  # noqa: E402
+from ifdd_jax import compile_cache, evaluate, input_pipeline, train  # noqa: E402
 from ifdd_jax.checkpointing import CheckpointMismatchError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -89,6 +89,7 @@ def main(argv) -> None:
     config = FLAGS.config
     cache = compile_cache.enable(config.compilation_cache_dir)
     logging.info("XLA compilation cache: %s", cache or "off")
+    input_pipeline.resolve_classes(config, FLAGS.workdir)  # custom data: classes into config.json
     logging.info("Config written to %s.", train.write_config(config, FLAGS.workdir))
     logging.vlog(1, "Config:\n%s", config)  # the whole config with --verbosity=1
     try:

@@ -164,6 +164,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         workdir, just_logging=not is_main, asynchronous=True
     )
 
+    if input_pipeline.resolve_classes(config, workdir):  # a custom dataset's classes
+        write_config(config, workdir)
     model = build_model(config)  # first: a wrong model name fails before any data work
     data = input_pipeline.build_data(config, workdir)
     meta = data.meta

@@ -91,6 +91,8 @@ def load_config(
 
 
 def class_names_for(config) -> list[str]:
+    if "data" in config and config.data.get("classes"):
+        return [name.strip() for name in config.data.classes.split(",")]  # a custom dataset
     names = list(class_names(config.data.name if "data" in config else config.dataset))
     if len(names) != int(config.num_classes):
         return [f"class_{i}" for i in range(int(config.num_classes))]

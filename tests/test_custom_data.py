@@ -1,0 +1,162 @@
+"""Your own videos (configs/custom.py, data_pipeline/custom.py): a CSV of generated videos with 3
+named classes trained for a few steps, evaluated and predicted, class names carried into
+results.json and the predictions; the folder-per-class layout; every kind of bad input named."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from data_pipeline import custom
+from data_pipeline.errors import DataError
+from data_pipeline.synthetic import SyntheticOptions, generate_custom
+from ifdd_jax.config_lib import load_config_file
+
+CLASSES = ("Happy", "Sad", "Angry")
+SORTED = ["Angry", "Happy", "Sad"]
+
+
+@pytest.fixture(scope="module")
+def clips_csv(tmp_path_factory: pytest.TempPathFactory) -> str:
+    opts = SyntheticOptions(
+        num_clips=45, num_frames=8, size=32, seed=0, event_frames=2, imbalance="none"
+    )
+    return generate_custom(str(tmp_path_factory.mktemp("custom")), opts, classes=CLASSES)
+
+
+def _write(path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def test_csv_reader_classes_and_splits(clips_csv: str) -> None:
+    index = custom.read_custom(clips_csv)
+    assert index.class_names == tuple(SORTED)
+    assert len(index.splits["train"]) == 36 and len(index.splits["test"]) == 9
+    ordered = custom.read_custom(clips_csv, classes="Sad,Happy,Angry")
+    assert ordered.class_names == ("Sad", "Happy", "Angry")
+    record = ordered.splits["train"][0]
+    assert ordered.class_names[record.label] in record.clip_id
+    assert os.path.isfile(record.video_path) and record.origin.startswith(clips_csv + ":")
+
+
+def test_folder_per_class_gets_a_stratified_seeded_split(clips_csv: str, tmp_path) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(os.path.join(os.path.dirname(clips_csv), "videos"), root)
+    first = custom.read_custom(str(root), test_fraction=0.2, split_seed=3)
+    again = custom.read_custom(str(root), test_fraction=0.2, split_seed=3)
+    assert first.class_names == tuple(SORTED)
+    assert [r.clip_id for r in first.splits["test"]] == [r.clip_id for r in again.splits["test"]]
+    per_class = [sum(r.label == k for r in first.splits["test"]) for k in range(3)]
+    assert per_class == [3, 3, 3]  # 15 clips per class, a fifth of each in test
+
+
+def test_csv_without_split_column(clips_csv: str, tmp_path) -> None:
+    rows = open(clips_csv).read().splitlines()[1:]
+    videos = os.path.join(os.path.dirname(clips_csv), "videos")
+    shutil.copytree(videos, tmp_path / "videos")
+    path = _write(tmp_path / "c.csv", "\n".join(r.rsplit(",", 1)[0] for r in rows) + "\n")
+    index = custom.read_custom(path)
+    assert len(index.splits["test"]) == 9 and len(index.splits["train"]) == 36
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("videos/Happy/00001.mp4", "malformed row"),
+        ("videos/Happy/00001.mp4,Happy,train,1,2,3", "malformed row"),
+        ("videos/Happy/00001.mp4,Joy,train", "unknown label 'Joy'"),
+        ("videos/Happy/00001.mp4,Happy,holdout", "split must be train or test"),
+    ],
+)
+def test_bad_rows_name_the_row(clips_csv: str, tmp_path, row: str, message: str) -> None:
+    lines = open(clips_csv).read().splitlines()
+    lines.insert(3, row)
+    shutil.copytree(os.path.join(os.path.dirname(clips_csv), "videos"), tmp_path / "videos")
+    path = _write(tmp_path / "bad.csv", "\n".join(lines) + "\n")
+    with pytest.raises(DataError) as e:
+        custom.read_custom(path, classes=CLASSES)
+    assert f"{path}:4" in str(e.value) and message in str(e.value)
+
+
+def test_missing_clip_is_a_counted_skip_or_a_named_error(clips_csv: str, tmp_path) -> None:
+    lines = open(clips_csv).read().splitlines()
+    lines.append("videos/Sad/missing.mp4,Sad,train")
+    shutil.copytree(os.path.join(os.path.dirname(clips_csv), "videos"), tmp_path / "videos")
+    path = _write(tmp_path / "m.csv", "\n".join(lines) + "\n")
+    index = custom.read_custom(path)
+    assert len(index.skipped) == 1 and "missing.mp4" in index.skipped.entries[0][1]
+    assert f"{path}:{len(lines)}" in index.skipped.entries[0][2]
+    with pytest.raises(DataError, match=r"missing\.mp4.*listed at .*m\.csv:47"):
+        custom.read_custom(path, on_bad_clip="error")
+
+
+def test_empty_class_and_empty_data_are_named(clips_csv: str, tmp_path) -> None:
+    with pytest.raises(DataError, match="Fear have no usable clips"):
+        custom.read_custom(clips_csv, classes="Angry,Happy,Sad,Fear")
+    with pytest.raises(DataError, match="lists no clips"):
+        custom.read_custom(_write(tmp_path / "e.csv", "path,label\n"))
+    with pytest.raises(DataError, match="neither a CSV file nor a folder"):
+        custom.read_custom(str(tmp_path / "nothing.csv"))
+
+
+def _tiny_custom_config(data_dir: str, tmp_path, **overrides):
+    config = load_config_file("configs/custom.py")
+    config.data_dir = data_dir
+    config.data.tfds_data_dir = str(tmp_path / "tfds")
+    config.data.num_frames, config.data.image_size = 8, 32
+    config.model.width_multiplier = 0.5
+    config.batch_size = config.eval_batch_size = 8
+    config.num_train_steps = 4
+    config.eval_every_epochs = 100
+    config.checkpoint_every_steps = 4
+    config.log_every_steps = 2
+    config.optim.warmup_epochs = 0
+    config.compilation_cache_dir = ""
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def test_undecodable_video_is_named(clips_csv: str, tmp_path) -> None:
+    from data_pipeline.pipeline import build_datasets  # deferred: TensorFlow
+
+    shutil.copytree(os.path.join(os.path.dirname(clips_csv), "videos"), tmp_path / "videos")
+    (tmp_path / "videos" / "Sad" / "broken.mp4").write_bytes(b"not a video at all")
+    lines = open(clips_csv).read().splitlines() + ["videos/Sad/broken.mp4,Sad,train"]
+    path = _write(tmp_path / "u.csv", "\n".join(lines) + "\n")
+    config = _tiny_custom_config(path, tmp_path)
+    config.data.data_dir = path
+    config.data.on_bad_clip = "error"
+    config.data.mix.enabled, config.data.mix.label_smoothing = False, 0.0
+    a = config.data.augment
+    a.brightness = a.contrast = a.saturation = a.hue = 0.0
+    with pytest.raises(DataError, match="broken.mp4"):
+        build_datasets(config.data, global_batch_size=8, eval_batch_size=8, seed=0)
+
+
+def test_train_evaluate_predict_with_class_names(clips_csv: str, tmp_path) -> None:
+    from ifdd_jax import evaluate, predict, train  # deferred: TensorFlow and the trainer
+
+    workdir = str(tmp_path / "run")
+    config = _tiny_custom_config(clips_csv, tmp_path)
+    train.train_and_evaluate(config, workdir)
+    results = json.load(open(os.path.join(workdir, "results.json")))
+    assert results["class_names"] == SORTED
+    saved = json.load(open(os.path.join(workdir, "config.json")))
+    assert saved["num_classes"] == 3 and saved["data"]["classes"] == "Angry,Happy,Sad"
+    rows = open(os.path.join(workdir, "results_predictions.csv")).read()
+    assert "Happy" in rows and "Angry" in rows
+
+    config = _tiny_custom_config(clips_csv, tmp_path)
+    evaluated = evaluate.evaluate_checkpoint(config, str(tmp_path / "eval"), workdir)
+    assert evaluated["class_names"] == SORTED
+
+    video = os.path.join(os.path.dirname(clips_csv), "videos", "Happy")
+    video = os.path.join(video, sorted(os.listdir(video))[0])
+    out = str(tmp_path / "pred.json")
+    assert predict.main(["--workdir", workdir, "--input", video, "--output", out]) == 0
+    predicted = json.dumps(json.load(open(out)))
+    assert any(name in predicted for name in SORTED)
+    assert "class_0" not in predicted

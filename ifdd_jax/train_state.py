@@ -11,17 +11,22 @@ converted weights (`config.init_from`, ifdd_jax.convert).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
+import os
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from absl import logging
 
 from ifdd_jax import checkpointing, convert, sharding
+from ifdd_jax.models import build_model
 
 
 @flax.struct.dataclass
@@ -103,13 +108,49 @@ def restore_variables(
     return variables, int(step), directory
 
 
+def _run_state_dict(run_dir: str, mesh) -> dict[str, np.ndarray] | None:
+    """A training run (a folder holding config.json) as a flat state dict {"params/a/b": array}
+    of its best (else latest) checkpoint; None when `run_dir` is not a run's folder."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        run_config = ml_collections.ConfigDict(json.load(f))
+    variables, _, _ = restore_variables(build_model(run_config), run_config, run_dir, mesh)
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
+    return {"/".join(keys): np.asarray(leaf) for keys, leaf in flat.items()}
+
+
 def load_initial_weights(state: TrainState, config: ml_collections.ConfigDict, mesh) -> TrainState:
-    """Replaces the initial params/batch_stats with converted weights from `config.init_from`."""
+    """Replaces the initial params/batch_stats with converted weights from `config.init_from` (a
+    converted checkpoint, a file ifdd_jax.convert reads, or another training run's folder).
+
+    Fine-tuning into another class count: the classification head (the `logits` layer) does not
+    fit and keeps its initialisation, and the log says so; any other misfit is an error."""
+    source = config.init_from
+    if os.path.isdir(source):
+        source = _run_state_dict(source, mesh) or source
     variables, report = convert.load_into(
         {"params": state.params, "batch_stats": state.batch_stats},
-        config.init_from,
+        source,
         config.model_name,
+        strict=False,
     )
+    head = [m for m in report.mismatched if "/logits/" in m[1]]
+    rest = dataclasses.replace(report, mismatched=[m for m in report.mismatched if m not in head])
+    if not rest.ok:
+        raise convert.ConversionError(
+            f"{config.init_from} does not fit {config.model_name!r}:\n{rest.errors()}"
+        )
     logging.info("Initialised from %s: %s", config.init_from, report)
+    for source_key, _, found, wanted in head:
+        logging.warning(
+            "Classification head re-initialised: %s is %s in %s, %s here (%d classes).",
+            source_key,
+            found,
+            config.init_from,
+            wanted,
+            config.num_classes,
+        )
     variables = jax.device_put(variables, sharding.replicated(mesh))
     return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])

@@ -160,3 +160,28 @@ def test_train_evaluate_predict_with_class_names(clips_csv: str, tmp_path) -> No
     predicted = json.dumps(json.load(open(out)))
     assert any(name in predicted for name in SORTED)
     assert "class_0" not in predicted
+
+
+def test_fine_tune_a_run_into_fewer_classes(clips_csv: str, tmp_path, caplog) -> None:
+    """A 3-class run initialises a 2-class one (`init_from=RUN`): everything but the head loads,
+    the head is re-initialised and the log says so. (The 7-class default run into a 3-class
+    custom set takes the same path.)"""
+    from ifdd_jax import train  # deferred: TensorFlow and the trainer
+
+    source = str(tmp_path / "source")
+    train.train_and_evaluate(_tiny_custom_config(clips_csv, tmp_path, num_train_steps=2), source)
+    rows = [r for r in open(clips_csv).read().splitlines()[1:] if ",Angry," not in r]
+    two = os.path.join(os.path.dirname(clips_csv), "two.csv")
+    _write_lines(two, rows)
+    config = _tiny_custom_config(two, tmp_path, num_train_steps=2, init_from=source)
+    with caplog.at_level("INFO"):
+        train.train_and_evaluate(config, str(tmp_path / "tuned"))
+    assert "Classification head re-initialised" in caplog.text and "(2 classes)" in caplog.text
+    assert "Initialised from" in caplog.text
+    results = json.load(open(str(tmp_path / "tuned" / "results.json")))
+    assert results["class_names"] == ["Happy", "Sad"]
+
+
+def _write_lines(path: str, rows: list[str]) -> None:
+    with open(path, "w") as f:
+        f.write("path,label,split\n" + "\n".join(rows) + "\n")

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from data_pipeline import custom
+from data_pipeline import custom, make_synthetic
 from data_pipeline.errors import DataError
 from data_pipeline.synthetic import SyntheticOptions, generate_custom
 from ifdd_jax.config_lib import load_config_file
@@ -185,3 +185,12 @@ def test_fine_tune_a_run_into_fewer_classes(clips_csv: str, tmp_path, caplog) ->
 def _write_lines(path: str, rows: list[str]) -> None:
     with open(path, "w") as f:
         f.write("path,label,split\n" + "\n".join(rows) + "\n")
+
+
+def test_make_synthetic_writes_the_custom_form(tmp_path) -> None:
+    out = str(tmp_path / "mine")
+    args = ["--out", out, "--layout", "custom", "--classes", "Fear,Happy", "--num_clips", "10"]
+    make_synthetic.main([*args, "--frames", "8", "--size", "32", "--imbalance", "none"])
+    index = custom.read_custom(os.path.join(out, "clips.csv"))
+    assert index.class_names == ("Fear", "Happy")
+    assert len(index.splits["train"]) + len(index.splits["test"]) == 10

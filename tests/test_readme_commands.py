@@ -2,7 +2,7 @@
 blocks and inline code) parses with the command's real parser, so a reader never meets an unknown
 argument. Nothing runs: tests/readme_command_check.py stops each command once it has parsed
 (argparse's parse_args, absl's app.run with the config file loaded and every --config.* override
-applied). Inline `--config.x=v` overrides are checked against configs/default.py.
+applied). An inline `--config.x=v` override must parse with at least one of configs/*.py.
 """
 
 import json
@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 CHECKER = ROOT / "tests" / "readme_command_check.py"
 # The project's own commands; `python -m pytest` and `pip` belong to others.
+# Inline overrides name no config: each config file is tried (ANY_CONFIG is replaced by each).
+ANY_CONFIG = "--config=ANY"
+CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.py"))
 COMMAND = re.compile(r"python (?:-m ((?:ifdd_jax|data_pipeline|bench)[\w.]*)|(bench/\w+\.py))")
 
 
@@ -47,7 +50,7 @@ def readme_commands(markdown: str) -> list[tuple[str, list[str]]]:
         if line.startswith("--config.") and "python" not in line:
             overrides = [arg for arg in shlex.split(line) if "=" in arg]
             if overrides:
-                argv = ["--config=configs/default.py", "--workdir=runs/x", *overrides]
+                argv = [ANY_CONFIG, "--workdir=runs/x", *overrides]
                 commands.append(("ifdd_jax.main", argv))
     return commands
 
@@ -112,5 +115,33 @@ def test_readme_commands_parse(kind: str):
         batches = [{t: a for t, a in grouped.items() if not is_absl[t]}]
     else:
         batches = [{t: a} for t, a in grouped.items() if is_absl[t]]
-    problems = [problem for batch in batches for problem in _check(batch)]
+    problems = [problem for batch in batches for problem in _check(_expand(batch))]
+    problems = _any_config_passes(problems)
     assert not problems, "README commands that do not parse:\n" + "\n".join(problems)
+
+
+def _expand(batch: dict[str, list[list[str]]]) -> dict[str, list[list[str]]]:
+    """Each ANY_CONFIG argument list once per config file."""
+    out = {}
+    for target, argvs in batch.items():
+        out[target] = [
+            [f"--config={config}" if arg == ANY_CONFIG else arg for arg in argv]
+            for argv in argvs
+            for config in (CONFIGS if ANY_CONFIG in argv else [None])
+        ]
+    return out
+
+
+def _any_config_passes(problems: list[str]) -> list[str]:
+    """An inline override's problems, dropped when another config file accepted it (its lines
+    then number fewer than the config files)."""
+    by_overrides: dict[str, list[str]] = defaultdict(list)
+    for problem in problems:
+        head = problem.split("\n")[0]
+        if "--workdir=runs/x" in head:
+            by_overrides[head.split("--workdir=runs/x", 1)[1]].append(problem)
+    kept = [p for p in problems if "--workdir=runs/x" not in p.split("\n")[0]]
+    for overrides, failures in by_overrides.items():
+        if len(failures) == len(CONFIGS):
+            kept.append(f"no config in {CONFIGS} accepts{overrides}:\n" + "\n".join(failures))
+    return kept

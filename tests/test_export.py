@@ -195,7 +195,10 @@ def test_savedmodel_export_of_the_tiny_run_loads_with_tensorflow_alone(
     run_dir, trained, tmp_path, capsys
 ):
     out = tmp_path / "savedmodel"
+    out.mkdir()
+    (out / "notes.txt").write_text("not part of an export")  # must survive the export
     printed = _export(run_dir, out, "savedmodel", "2", capsys)
+    assert (out / "notes.txt").read_text() == "not part of an export"
     assert _printed_diff(printed, "tflite: ") <= core.TOLERANCE
     assert os.path.isfile(out / "model.tflite")
     clips = core.parity_clips(trained, 2, seed=7)

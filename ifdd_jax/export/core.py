@@ -58,6 +58,7 @@ BATCH_SYMBOL = "batch"
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
 METADATA_FILE = "metadata.json"
 FILES = {"onnx": "model.onnx", "stablehlo": "model.jax_exported", "tflite": "model.tflite"}
+SAVEDMODEL_ENTRIES = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
 
 PREPROCESSING = (
     "T frames sampled uniformly over the clip (data_pipeline.sampling.eval_indices), the shorter "
@@ -226,6 +227,7 @@ def write_onnx(
     # deferred: onnx is in the optional export extra
     import onnx
 
+    # deferred: the lowering imports onnx
     from ifdd_jax.export.onnx_lowering import OPSET, to_onnx
 
     props = {"class_names": json.dumps(list(trained.class_names)), "ifdd_jax": json.dumps(metadata)}
@@ -270,6 +272,8 @@ def _tf_module(
     recommends), `serve` (clips -> {probabilities, logits}) and `describe` (the metadata)."""
     # deferred: TensorFlow is slow to import and only this format needs it
     import tensorflow as tf
+
+    # deferred: jax2tf imports TensorFlow
     from jax.experimental import jax2tf
 
     converted = jax2tf.convert(
@@ -426,6 +430,17 @@ def _checker(fmt: str) -> str:
     return f"jax {jax.__version__} (jax.export.deserialize)"
 
 
+def _remove_savedmodel(out_dir: str) -> None:
+    """Removes an earlier SavedModel export from `out_dir` (tf.saved_model.save would leave its
+    stale files), and nothing else."""
+    for name in SAVEDMODEL_ENTRIES + (FILES["tflite"], METADATA_FILE):
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
 def export(
     trained: TrainedModel,
     fmt: str,
@@ -442,8 +457,8 @@ def export(
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     if batch is not None and batch < 1:
         raise ValueError(f"batch must be positive, got {batch}")
-    if fmt == "savedmodel" and os.path.isdir(out_dir):
-        shutil.rmtree(out_dir)  # tf.saved_model.save leaves stale files of an earlier export
+    if fmt == "savedmodel":
+        _remove_savedmodel(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     metadata = export_metadata(trained, fmt, batch)
     if fmt == "stablehlo":

@@ -18,6 +18,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from data_pipeline import datasets
+
 
 def _common(name: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -131,21 +133,17 @@ def check_resolved(cfg: ml_collections.ConfigDict) -> None:
 
 def get_data_config(name: str, flavor: str | None = None) -> ml_collections.ConfigDict:
     """Data config with defaults for one dataset; with `flavor`, its augmentation resolved too."""
+    spec = datasets.get(name)  # a ValueError naming the known datasets
     c = _common(name)
-    if name == "dfew":
-        pass
-    elif name == "ferv39k":
-        c.fold = 0  # one official split; kept typed for overrides
-    elif name == "mafw":
-        c.num_frames = 32  # the paper samples 32 frames for MAFW
-    elif name == "custom":
+    # The dataset's default clip size (the paper samples 32 frames for MAFW).
+    c.num_frames, c.image_size = spec.num_frames, spec.image_size
+    if not spec.has_folds:
+        c.fold = 0  # one official split (FERV39k) or the data's own (custom); typed for overrides
+    if name == "custom":
         # Your own videos (data_pipeline/custom.py): data_dir is a CSV or a folder per class.
-        c.fold = 0  # no folds; train/test come from the CSV or a stratified split
-        c.num_frames, c.image_size = 16, 112
         c.classes = config_dict.placeholder(str)  # "a,b,c": names and order; None: sorted labels
         c.test_fraction = 0.2  # of each class, for clips without a split
     elif name == "synthetic":
-        c.image_size = 64
         c.synthetic = ml_collections.ConfigDict(
             dict(
                 num_clips=300,
@@ -156,10 +154,6 @@ def get_data_config(name: str, flavor: str | None = None) -> ml_collections.Conf
                 imbalance="dfew",
                 label_noise=0.0,
             )
-        )
-    else:
-        raise ValueError(
-            f"unknown dataset {name!r}; choose dfew, ferv39k, mafw, synthetic or custom"
         )
     if flavor is not None:
         resolve_flavor_defaults(c, flavor)

@@ -28,8 +28,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from data_pipeline import custom, sampling, sources, tfds_builders
-from data_pipeline import labels as labels_lib
+from data_pipeline import custom, datasets, sampling, sources, tfds_builders
 from data_pipeline.augment import AugmentOptions, eval_transform, normalize, train_augment
 from data_pipeline.configs import check_resolved
 from data_pipeline.errors import DataError
@@ -158,9 +157,10 @@ def _resolve_root(cfg: ml_collections.ConfigDict, process_index: int) -> tuple[s
 def class_names_of(cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
     """The dataset's class names: the documented order of a benchmark, or a custom dataset's
     (`data.classes`, else its labels sorted)."""
-    if cfg.name == "custom":
+    spec = datasets.get(cfg.name)
+    if spec.class_names is None:
         return custom.class_names(cfg.data_dir, cfg.get("classes"))
-    return labels_lib.class_names(cfg.name)
+    return spec.class_names
 
 
 def _custom_options(cfg: ml_collections.ConfigDict) -> dict:
@@ -177,8 +177,8 @@ def _custom_options(cfg: ml_collections.ConfigDict) -> dict:
 def _split_sources(cfg, process_index, process_count) -> tuple[dict, dict, dict]:
     """Per-split sources, the skip report (JSON form) and excluded counts."""
     root, tfds_dir = _resolve_root(cfg, process_index)
-    dataset = "dfew" if cfg.name == "synthetic" else cfg.name
-    fold = None if cfg.name in ("ferv39k", "custom") else cfg.fold
+    dataset = datasets.get(cfg.name).tfds_name  # the synthetic set is stored as DFEW
+    fold = cfg.fold if datasets.get(cfg.name).has_folds else None
     if cfg.name == "custom":
         # The folder clip paths start from (a CSV's folder, or the class folders' root).
         root = custom.read_rows(cfg.data_dir)[0]
@@ -249,8 +249,7 @@ def _split_sources(cfg, process_index, process_count) -> tuple[dict, dict, dict]
 
 
 def _check_config(cfg: ml_collections.ConfigDict) -> None:
-    if cfg.name not in ("dfew", "ferv39k", "mafw", "synthetic", "custom"):
-        raise ValueError(f"unknown dataset {cfg.name!r}")
+    datasets.get(cfg.name)  # a ValueError naming the known datasets
     if cfg.val_protocol not in ("holdout", "test"):
         raise ValueError(f"val_protocol must be 'holdout' or 'test', got {cfg.val_protocol!r}")
     if cfg.short_clip_policy not in sampling.SHORT_CLIP_POLICIES:
@@ -426,7 +425,7 @@ def build_datasets(
     meta = {
         "dataset": cfg.name,
         "source": cfg.source,
-        "fold": None if cfg.name in ("ferv39k", "custom") else cfg.fold,
+        "fold": cfg.fold if datasets.get(cfg.name).has_folds else None,
         "num_classes": num_classes,
         "class_names": list(class_names),
         "num_examples": kept_counts,

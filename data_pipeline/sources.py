@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from data_pipeline import custom, dfew, ferv39k, mafw
+from data_pipeline import datasets
 from data_pipeline.errors import DataError, SkipReport, handle_bad_clip
 from data_pipeline.frames import list_frames, read_checked_image
 from data_pipeline.records import ClipRecord, DatasetIndex
@@ -117,17 +117,15 @@ def read_index(
     on_bad_clip: str,
     custom_options: dict | None = None,
 ) -> DatasetIndex:
-    """The clips of one fold; `custom_options` (classes, test_fraction, split_seed) for
-    "custom"."""
-    if dataset == "custom":
-        return custom.read_custom(root, on_bad_clip=on_bad_clip, **(custom_options or {}))
-    if dataset in ("dfew", "synthetic"):
-        return dfew.read_dfew(root, fold, frame_version=frame_version, on_bad_clip=on_bad_clip)
-    if dataset == "ferv39k":
-        return ferv39k.read_ferv39k(root, on_bad_clip=on_bad_clip)
-    if dataset == "mafw":
-        return mafw.read_mafw(root, fold, prefer=prefer, on_bad_clip=on_bad_clip)
-    raise ValueError(f"unknown dataset {dataset!r}")
+    """The clips of one fold, read by the dataset's reader (datasets.py); `custom_options`
+    (classes, test_fraction, split_seed) for "custom"."""
+    options = dict(
+        frame_version=frame_version,
+        prefer=prefer,
+        on_bad_clip=on_bad_clip,
+        custom_options=custom_options,
+    )
+    return datasets.get(dataset).reader(root, fold, options)
 
 
 @dataclasses.dataclass(frozen=True)

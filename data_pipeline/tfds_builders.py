@@ -26,8 +26,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipeline import custom, dfew, mafw
-from data_pipeline import labels as labels_lib
+from data_pipeline import custom, datasets, dfew, mafw
 from data_pipeline.clip_content import load_clip_jpegs
 from data_pipeline.errors import DataError, SkipReport, handle_bad_clip
 from data_pipeline.records import ClipRecord, DatasetIndex
@@ -116,7 +115,7 @@ class _ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         )
 
     def _class_names(self) -> tuple[str, ...]:
-        return labels_lib.class_names(self.DATASET_NAME)
+        return datasets.get(self.DATASET_NAME).class_names
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(

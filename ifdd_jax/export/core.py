@@ -17,15 +17,17 @@ Formats (FORMATS), and what checks each:
   checked with onnxruntime on the CPU;
 * "savedmodel": jax2tf (the StableHLO module inside an `XlaCallModule` op; the parameters are
   `tf.Variable`s), checked by loading it back with TensorFlow alone; and a TFLite model converted
-  from it, kept when it converts and matches, else the reason is printed and recorded.
+  from the same function at a fixed batch (`convert_tflite`), kept when it converts and matches,
+  else the reason is printed and recorded.
 
 Each check runs the same fixed clips (`parity_clips`) through the artifact and through the JAX
 model (`TrainedModel.apply`) and reports the largest absolute difference over both outputs; above
 TOLERANCE (float32) the export fails.
 
-Exports trace the model with the portable forms of two ops (ifdd_jax/export/portable.py: MViT's
-depthwise Conv3d as one grouped convolution everywhere, and for TFLite ISSM's frame reads as exact
-one-hot products); the parity check compares each artifact with the model as it runs in JAX.
+Exports trace the model with portable forms of a few ops (ifdd_jax/export/portable.py: MViT's
+depthwise Conv3d as one grouped convolution, and for TFLite also ISSM's frame reads as one-hot
+products, MViT's relative positions at rank <= 6 and the depthwise Conv3d as shifted slices); the
+parity check compares each artifact with the model as it runs in JAX.
 """
 
 from __future__ import annotations

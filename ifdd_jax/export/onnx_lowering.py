@@ -1,8 +1,8 @@
 """A jaxpr lowered to an ONNX graph, primitive by primitive (`to_onnx`).
 
-Why our own lowering rather than a converter package: jax2onnx resolves with the pinned stack
-only at 0.13.0 (its later releases require orbax-checkpoint < 0.11.37 while the project pins
-0.12.8), and 0.13.0 fails on jax 0.10.2 (its flax plugins monkeypatch `nn.avg_pool` with a
+Why our own lowering rather than a converter package: jax2onnx installs beside this project's
+dependencies only at 0.13.0 (its later releases require orbax-checkpoint < 0.11.37, the project
+>= 0.12.8), and 0.13.0 fails on jax 0.10.2 (its flax plugins monkeypatch `nn.avg_pool` with a
 signature our models do not call it with, and with only its `jax` plugins its `jnp` patches break
 flax's shape checks); the TensorFlow route (jax2tf, then tf2onnx) needs jax2tf's graph mode,
 which jax 0.10.2 no longer has (its SavedModels hold one `XlaCallModule` op that tf2onnx cannot
@@ -12,11 +12,11 @@ counterpart, so the lowering below is short and owes nothing to a third party: i
 
 Every rule is exact up to float32 rounding: no primitive is approximated. The ones with no single
 ONNX operator are written out: `erfc` as 1 - Erf, `rsqrt` as 1 / Sqrt, `reduce_window_sum` (sum
-pooling) as a grouped convolution with a ones kernel, and jax's `gather` (ISSM's per-clip frame
-reads at the interpolation positions, MViT's relative-position tables) as GatherND with the
-gather's batch dimensions as GatherND's `batch_dims`; a gather of another form raises. Any
-primitive without a rule raises `UnsupportedPrimitive` naming it, so an export never silently
-changes the computation.
+pooling) as a grouped convolution with a ones kernel, and jax's `gather` in the three forms the
+models produce (`_gather`: ISSM's per-clip frame reads as GatherND with batch dimensions, fixed
+reads along one axis as Gather, constant slices under a symbolic batch as Slice); a gather of
+another form raises. Any primitive without a rule raises `UnsupportedPrimitive` naming it, so an
+export never silently changes the computation.
 
 A symbolic batch (jax.export.symbolic_shape("batch")) gives a model with a dynamic first
 dimension: shapes that depend on it (reshape, broadcast) are computed in the graph from the

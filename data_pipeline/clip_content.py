@@ -10,7 +10,7 @@ from PIL import Image
 from data_pipeline.errors import DataError
 from data_pipeline.frames import list_frames, read_checked_image
 from data_pipeline.records import ClipRecord
-from data_pipeline.video import decode_video
+from data_pipeline.video import decode_video, video_fps, video_num_frames
 
 
 def encode_jpeg(frame: np.ndarray, quality: int = 95) -> bytes:
@@ -22,6 +22,24 @@ def encode_jpeg(frame: np.ndarray, quality: int = 95) -> bytes:
 
 def _is_jpeg(data: bytes) -> bool:
     return data[:3] == b"\xff\xd8\xff"
+
+
+def _segment(record: ClipRecord) -> np.ndarray | None:
+    """The frame indices of a record's start_s..end_s segment (None: every frame)."""
+    if record.start_s is None:
+        return None
+    path = str(record.video_path)
+    n, fps = video_num_frames(path), video_fps(path)
+    if fps is None:
+        raise DataError(path, "the video gives no frame rate, so start_s/end_s cannot be placed")
+    first, last = int(np.floor(record.start_s * fps)), min(n, int(np.ceil(record.end_s * fps)))
+    if first >= last:
+        raise DataError(
+            path,
+            f"segment {record.start_s}-{record.end_s} s holds no frames (the video has {n} "
+            f"frames at {fps:.3g} fps; listed at {record.origin})",
+        )
+    return np.arange(first, last)
 
 
 def load_clip_jpegs(
@@ -49,7 +67,7 @@ def load_clip_jpegs(
         return out
     if record.video_path is None:
         raise DataError(record.clip_id, "record has neither frames nor video")
-    frames = decode_video(record.video_path)
+    frames = decode_video(record.video_path, _segment(record))
     if max_frames and len(frames) > max_frames:
         frames = frames[np.linspace(0, len(frames) - 1, max_frames).round().astype(int)]
     return [encode_jpeg(f) for f in frames]

@@ -2,10 +2,12 @@
 
 Two layouts, named by `--config.data_dir`:
 
-  clips.csv    rows `path,label[,split]`, paths relative to the CSV's folder (a video file or a
-               folder of numbered frames); an optional header row starting with `path`; split is
-               `train` or `test`, or empty/absent (then a stratified, seeded split of the rows
-               without one, `test_fraction` of each class, goes to test).
+  clips.csv    rows `path,label[,split][,start_s,end_s]`, paths relative to the CSV's folder (a
+               video file or a folder of numbered frames); an optional header row starting with
+               `path`; split is `train` or `test`, or empty/absent (then a stratified, seeded
+               split of the rows without one, `test_fraction` of each class, goes to test);
+               start_s,end_s (seconds) take a segment of a video, so one video can give several
+               clips (prepared into TFRecords: the default `source="tfds"`).
   root/        `root/<label>/<clip>`: every video or frame folder under a class folder; no split
                (the stratified split above).
 
@@ -39,6 +41,13 @@ class _Row:
     label: str
     split: str  # "train", "test" or "" (split by the stratified rule)
     origin: str  # "<csv>:<line>" or the clip's path
+    start_s: float | None = None  # a segment of a video, in seconds
+    end_s: float | None = None
+
+    @property
+    def clip_id(self) -> str:
+        # Segments of one video are distinct clips (TFRecord keys must be unique).
+        return self.rel if self.start_s is None else f"{self.rel}@{self.start_s:g}-{self.end_s:g}"
 
 
 def parse_classes(classes: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -52,6 +61,30 @@ def parse_classes(classes: str | Sequence[str] | None) -> tuple[str, ...] | None
     return names or None
 
 
+def _parse_row(cells: list[str], origin: str) -> _Row:
+    """One CSV row: path,label[,split][,start_s,end_s]."""
+    if len(cells) not in (2, 3, 4, 5) or not cells[0] or not cells[1]:
+        raise DataError(
+            origin,
+            f"expected 'path,label[,split][,start_s,end_s]', got {','.join(cells)!r} "
+            "(malformed row)",
+        )
+    split = cells[2].lower() if len(cells) in (3, 5) else ""
+    if split not in ("", *SPLITS):
+        raise DataError(origin, f"split must be train or test (or empty), got {split!r}")
+    if len(cells) < 4:
+        return _Row(cells[0], cells[1], split, origin)
+    try:
+        start, end = float(cells[-2]), float(cells[-1])
+    except ValueError:
+        raise DataError(
+            origin, f"start_s,end_s must be seconds, got {cells[-2]!r},{cells[-1]!r}"
+        ) from None
+    if not 0 <= start < end:
+        raise DataError(origin, f"start_s,end_s must satisfy 0 <= start < end, got {start},{end}")
+    return _Row(cells[0], cells[1], split, origin, start, end)
+
+
 def _csv_rows(path: str) -> list[_Row]:
     rows = []
     with open(path, newline="") as f:
@@ -62,14 +95,7 @@ def _csv_rows(path: str) -> list[_Row]:
             if line == 1 and cells[0].lower() == "path":
                 continue  # header
             origin = f"{path}:{line}"
-            if len(cells) not in (2, 3) or not cells[0] or not cells[1]:
-                raise DataError(
-                    origin, f"expected 'path,label[,split]', got {','.join(row)!r} (malformed row)"
-                )
-            split = cells[2].lower() if len(cells) == 3 else ""
-            if split not in ("", *SPLITS):
-                raise DataError(origin, f"split must be train or test (or empty), got {split!r}")
-            rows.append(_Row(cells[0], cells[1], split, origin))
+            rows.append(_parse_row(cells, origin))
     if not rows:
         raise DataError(path, "the CSV lists no clips (expected rows 'path,label[,split]')")
     return rows
@@ -116,7 +142,7 @@ def fingerprint(data_dir: str, classes: tuple[str, ...]) -> str:
     """A short hash of what the dataset lists (rows and classes), naming its prepared TFRecords:
     an edited CSV or folder is prepared again, the same one is reused."""
     _, rows = read_rows(data_dir)
-    text = "\n".join(f"{r.rel}|{r.label}|{r.split}" for r in rows) + "\n" + ",".join(classes)
+    text = "\n".join(f"{r.clip_id}|{r.label}|{r.split}" for r in rows) + "\n" + ",".join(classes)
     text = os.path.abspath(data_dir) + "\n" + text
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
@@ -142,11 +168,19 @@ def read_custom(
         path = row.rel if os.path.isabs(row.rel) else os.path.join(base, row.rel)
         if not _is_clip(path):
             reason = f"video or frame folder is missing (listed at {row.origin})"
-            handle_bad_clip(skipped, on_bad_clip, row.rel, path, reason)
+            handle_bad_clip(skipped, on_bad_clip, row.clip_id, path, reason)
             continue
         frames_dir, video = (path, None) if os.path.isdir(path) else (None, path)
+        if frames_dir is not None and row.start_s is not None:
+            raise DataError(row.origin, f"start_s,end_s apply to videos; {path} is a frame folder")
         record = ClipRecord(
-            row.rel, lookup[row.label], frames_dir=frames_dir, video_path=video, origin=row.origin
+            row.clip_id,
+            lookup[row.label],
+            frames_dir=frames_dir,
+            video_path=video,
+            origin=row.origin,
+            start_s=row.start_s,
+            end_s=row.end_s,
         )
         (splits[row.split] if row.split else unsplit).append(record)
     present = {r.label for recs in (*splits.values(), unsplit) for r in recs}

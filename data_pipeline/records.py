@@ -22,6 +22,9 @@ class ClipRecord:
     frames_dir: str | None = None
     video_path: str | None = None
     origin: str = ""
+    # A segment of the video, in seconds (custom CSVs' start_s,end_s); None: the whole clip.
+    start_s: float | None = None
+    end_s: float | None = None
 
     @property
     def path(self) -> str:

@@ -140,6 +140,11 @@ def check_clip(record: ClipRecord, *, validate: bool) -> _CheckedClip:
 
     Raises DataError naming the file when the clip cannot be used.
     """
+    if record.start_s is not None:
+        raise DataError(
+            record.path,
+            "start_s,end_s segments are read from prepared TFRecords (data.source=tfds)",
+        )
     if record.frames_dir is not None:
         paths = list_frames(record.frames_dir)
         if validate:

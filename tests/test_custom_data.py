@@ -194,3 +194,24 @@ def test_make_synthetic_writes_the_custom_form(tmp_path) -> None:
     index = custom.read_custom(os.path.join(out, "clips.csv"))
     assert index.class_names == ("Fear", "Happy")
     assert len(index.splits["train"]) + len(index.splits["test"]) == 10
+
+
+def test_segments_of_a_video(clips_csv: str, tmp_path) -> None:
+    """start_s,end_s take a segment: one video gives several clips; a bad segment is named."""
+    from data_pipeline.clip_content import load_clip_jpegs
+
+    shutil.copytree(os.path.join(os.path.dirname(clips_csv), "videos"), tmp_path / "videos")
+    video = "videos/Happy/" + sorted(os.listdir(tmp_path / "videos" / "Happy"))[0]
+    rows = [f"{video},Happy,train,0,0.5", f"{video},Happy,0.5,1.0", f"{video},Happy,test,5,6"]
+    path = str(tmp_path / "s.csv")
+    _write_lines(path, rows)
+    index = custom.read_custom(path)
+    first, second = index.splits["train"][:2]
+    assert first.clip_id != second.clip_id and first.start_s == 0.0 and second.end_s == 1.0
+    assert len(load_clip_jpegs(first)) == 4  # 8 frames at 8 fps: the first half second
+    assert len(load_clip_jpegs(second)) == 4
+    with pytest.raises(DataError, match=r"segment 5.0-6.0 s holds no frames.*s\.csv:4"):
+        load_clip_jpegs(index.splits["test"][0])
+    _write_lines(path, [f"{video},Happy,train,2,1"])
+    with pytest.raises(DataError, match=r"s\.csv:2: start_s,end_s must satisfy"):
+        custom.read_custom(path)

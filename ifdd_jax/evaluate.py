@@ -174,7 +174,25 @@ def results_dict(
         confusion_matrix=report["confusion_matrix"],
         last_validation=None if val is None else dict(uar=val["uar"], war=val["war"]),
         recipe=recipe.describe(config),
+        initialised_from=_init_description(config),
     )
+
+
+def _init_description(config: ml_collections.ConfigDict) -> dict | None:
+    """Where the weights started (`config.init_from`) and, for another run, whether its
+    classification head fitted this run's classes or was re-initialised (fine-tuning)."""
+    source = config.get("init_from")
+    if not source:
+        return None
+    described = {"source": source}
+    run_config = os.path.join(source, "config.json")
+    if os.path.isfile(run_config):
+        with open(run_config) as f:
+            source_classes = json.load(f).get("num_classes")
+        described["source_num_classes"] = source_classes
+        fits = source_classes == config.num_classes
+        described["classification_head"] = "loaded" if fits else "re-initialised"
+    return described
 
 
 def write_results(

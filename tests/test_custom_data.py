@@ -180,6 +180,11 @@ def test_fine_tune_a_run_into_fewer_classes(clips_csv: str, tmp_path, caplog) ->
     assert "Initialised from" in caplog.text
     results = json.load(open(str(tmp_path / "tuned" / "results.json")))
     assert results["class_names"] == ["Happy", "Sad"]
+    assert results["initialised_from"] == {
+        "source": source,
+        "source_num_classes": 3,
+        "classification_head": "re-initialised",
+    }
 
 
 def _write_lines(path: str, rows: list[str]) -> None:

@@ -2,6 +2,7 @@
 PNG; Grad-CAM maps have the clip's length, are not constant and use the exact gradient; the
 efficiency table lists every registered model."""
 
+import argparse
 import csv
 import os
 
@@ -11,7 +12,7 @@ import pytest
 
 from data_pipeline import inputs
 from ifdd_jax import trained_run
-from ifdd_jax.analysis import curves, efficiency, gradcam, issm_indices, tsne
+from ifdd_jax.analysis import curves, efficiency, figures, gradcam, issm_indices, tsne
 from ifdd_jax.models.registry import MODELS
 from tests.test_predict import _clip_folder, tiny_config, tiny_run
 
@@ -136,3 +137,21 @@ def test_efficiency_table_lists_every_registered_model(tmp_path):
     assert all(r.params_m > 0 and r.gflops > 0 for r in rows)
     table = list(csv.DictReader(open(str(tmp_path / "efficiency.csv"))))
     assert [r["model"] for r in table] == names
+
+
+def test_every_figure_command_takes_out_dir_and_out():
+    """--out_dir DIR (one spelling in every analysis command) and --out FILE, kept as an alias."""
+    for module, name in (
+        (tsne, "tsne.png"),
+        (issm_indices, "issm_indices.png"),
+        (curves, "curves.png"),
+        (efficiency, "efficiency.png"),
+    ):
+        source = open(module.__file__).read()
+        assert f'figures.add_output_args(parser, "{name}")' in source
+    parser = argparse.ArgumentParser()
+    figures.add_output_args(parser, "x.png")
+    assert figures.output_path(parser.parse_args([]), "x.png") == os.path.join("figures", "x.png")
+    args = parser.parse_args(["--out_dir", "d"])
+    assert figures.output_path(args, "x.png") == os.path.join("d", "x.png")
+    assert figures.output_path(parser.parse_args(["--out", "f.png"]), "x.png") == "f.png"

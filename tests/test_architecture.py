@@ -18,12 +18,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("ifdd_jax", "data_pipeline")
 MAX_FUNCTION_LINES = 80
 MAX_PREDICT_LINES = 300
-# Over the limit without a reason yet, in a module its owners are still working on: to be
-# shortened (or given a `# long:` reason) there. Nothing else may join this list.
-PENDING_LONG = {
-    "ifdd_jax/experiments/dilution.py:render_markdown",
-    "ifdd_jax/experiments/dilution.py:main",
-}
 
 # What the models may not reach, directly or through other modules.
 NOT_FOR_MODELS = (
@@ -213,8 +207,6 @@ def test_functions_are_short_or_say_why():
     for path, node, lines in _functions():
         size = node.end_lineno - node.lineno + 1
         first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-        if f"{path}:{node.name}" in PENDING_LONG:
-            continue
         if size > MAX_FUNCTION_LINES and not (
             _says(lines, node.lineno, "# long:") or _says(lines, first, "# long:")
         ):

@@ -174,7 +174,8 @@ def test_released_model_loads_and_converts():
         [parity.released_lr(released, int(e)) for e in epochs],
         rtol=1e-5,
     )
-    # Zero offsets: the released reading positions of the even/odd slots (reference-ifdd §3a).
+    # Zero offsets: the released reading positions of the even/odd slots
+    # (docs/reference-ifdd.md §3a).
     split = released.model.backbone.WaveLifts.adapt_split
     even = torch.tensor([[0.0, 2.0, 4.0, 6.0]])
     expected = np.clip(8 * np.array([0.0, 2.0, 4.0, 6.0]) / 7 - 0.5, 0, 7)

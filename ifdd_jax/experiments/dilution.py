@@ -628,14 +628,7 @@ def render_markdown(
     summary = summarize(rows)
     baseline = next((m for m in models if m.startswith("baseline")), None)
     flats = [_flat(c) for c in configs if c]
-
-    def field(key: str) -> list:
-        return [f.get(key) for f in flats]
-
-    def switch(key: str) -> str:
-        return _span([None if v is None else ("on" if v else "off") for v in field(key)])
-
-    frames = field("data.num_frames")
+    frames = [f.get("data.num_frames") for f in flats]
     clip_frames = f"{_span(frames)} " if frames and None not in frames else ""
     intro = (
         f"Synthetic diluted-dynamics set ({config_file or 'the config file'}): `event_frames` of "
@@ -670,8 +663,31 @@ def render_markdown(
         "",
         "## Budget (every cell)",
         "",
+        *_budget_lines(rows, flats),
     ]
+    diffs = budget_differences(configs)
+    if diffs:
+        lines += [
+            "",
+            "**Warning: the cells' configs differ beyond the model, seed and level:**",
+            "",
+        ] + [f"- {d}" for d in diffs]
+    lines += ["", "## Every run", "", *_runs_table(rows, models)]
+    if missing:
+        lines += ["", f"## Not finished ({len(missing)})", ""] + [f"- {m}" for m in missing]
+    return "\n".join(lines) + "\n"
 
+
+def _budget_lines(rows: Sequence[dict], flats: Sequence[dict]) -> list[str]:
+    """The budget section: steps, epochs, clips, input size, recipe and wall time."""
+
+    def field(key: str) -> list:
+        return [f.get(key) for f in flats]
+
+    def switch(key: str) -> str:
+        return _span([None if v is None else ("on" if v else "off") for v in field(key)])
+
+    frames = field("data.num_frames")
     seconds = [r["seconds"] for r in rows if r.get("seconds") is not None]
     steps = f"- steps: {_span([r.get('steps') for r in rows])}"
     if any(r.get("steps_per_epoch") for r in rows):
@@ -699,7 +715,7 @@ def render_markdown(
         f"crop scale from {_span(field('data.augment.crop_scale_min'))}, colour jitter "
         f"b/c/s/h {jitter}; mixup/cutmix {switch('data.mix.enabled')}"
     )
-    lines += [steps, epochs, clips, size, recipe]
+    lines = [steps, epochs, clips, size, recipe]
     if seconds:
         lines.append(
             f"- wall time per cell: mean {_duration(float(np.mean(seconds)))} "
@@ -708,17 +724,12 @@ def render_markdown(
             "process: start-up, data generation for the first cell of a set, compile, "
             "training and testing)"
         )
-    diffs = budget_differences(configs)
-    if diffs:
-        lines += [
-            "",
-            "**Warning: the cells' configs differ beyond the model, seed and level:**",
-            "",
-        ] + [f"- {d}" for d in diffs]
-    lines += [
-        "",
-        "## Every run",
-        "",
+    return lines
+
+
+def _runs_table(rows: Sequence[dict], models: Sequence[str]) -> list[str]:
+    """One table row per finished cell, in model order."""
+    lines = [
         "| model | event_frames | seed | UAR | WAR | steps | seconds |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -732,9 +743,7 @@ def render_markdown(
             f"| {r['model']} | {r['event_frames']} | {r['seed']} | {r['uar']:.2f} | "
             f"{r['war']:.2f} | {steps} | {secs} |"
         )
-    if missing:
-        lines += ["", f"## Not finished ({len(missing)})", ""] + [f"- {m}" for m in missing]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def plot_uar(
@@ -841,7 +850,8 @@ def _spec_from_args(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     return spec
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def make_parser() -> argparse.ArgumentParser:
+    """The command's flags."""
     parser = argparse.ArgumentParser(
         prog="python -m ifdd_jax.experiments.dilution", description=__doc__.split("\n\n")[0]
     )
@@ -881,8 +891,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="rebuild study.md/csv/png from the finished cells",
     )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args = make_parser().parse_args(argv)
     try:
         spec = _spec_from_args(args, argv)
         models = parse_models(spec["models"])
@@ -911,21 +925,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{len(cells)} cells ({len(models)} models × {len(levels)} levels × "
             f"{len(seeds)} seeds) in {out}"
         )
-        for i, (cell, command) in enumerate(zip(cells, commands), 1):
-            state = (
-                "done"
-                if cell.finished(out)
-                else (
-                    "partial"
-                    if os.path.isdir(os.path.join(cell.workdir(out), "checkpoints"))
-                    else "to run"
-                )
-            )
-            print(f"[{i}/{len(cells)}] {cell.describe()} ({state})\n    {shlex.join(command)}")
+        _print_plan(cells, commands, out)
         return 0
     if args.report_only:
         return run_command(lambda: write_report(out, spec, cells))
+    return _run_study(out, spec, cells, commands)
 
+
+def _print_plan(cells: Sequence[Cell], commands: Sequence[list[str]], out: str) -> None:
+    """--dry_run: each cell, its state and its command."""
+    for i, (cell, command) in enumerate(zip(cells, commands), 1):
+        if cell.finished(out):
+            state = "done"
+        elif os.path.isdir(os.path.join(cell.workdir(out), "checkpoints")):
+            state = "partial"
+        else:
+            state = "to run"
+        print(f"[{i}/{len(cells)}] {cell.describe()} ({state})\n    {shlex.join(command)}")
+
+
+def _run_study(out: str, spec: dict, cells: Sequence[Cell], commands: Sequence[list[str]]) -> int:
+    """Runs the unfinished cells one after the other, reporting after each; 1 if any failed."""
     os.makedirs(out, exist_ok=True)
     _write_json(os.path.join(out, SPEC_FILE), dict(spec, cells=len(cells)))
     failed = []

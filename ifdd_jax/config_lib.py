@@ -49,6 +49,8 @@ MODEL_ARGS = dict(
     issm="",
     issm_init="",
     issm_range="",
+    issm_offset_input="",
+    stem_temporal_stride="",
     ladm="",
     lift_loss="",
     ablation="",
@@ -155,6 +157,13 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
     config.model.issm_init = "even_odd"  # even_odd | midpoint
     # Allowable index range L: None -> T/2 (paper) or 2 (reference); a number or "T/k".
     config.model.issm_range = config_dict.placeholder(str)
+    # What Eq. 3's offset Linear reads: "vec_a" (the paper's vec(A)) or "standardized" (vec(A)
+    # minus its mean over entries, over its std: the clip-dependent part at unit scale). Not a
+    # flavor difference: an option the dilution study measured (docs/dilution-study.md).
+    config.model.issm_offset_input = "vec_a"
+    # IFDD-2DCNN's Conv3d stem: temporal stride 2 halves T before the trunk (released and paper);
+    # 1 keeps every frame (X then has T frames, ISSM splits them into T/2 + T/2).
+    config.model.stem_temporal_stride = 2
     config.model.ladm = "lifting"  # lifting | predictor_first | no_mutual | cnn | none
     config.model.ladm_heads = config_dict.placeholder(int)  # None -> 1 (paper) or 8 (reference)
     config.model.drop_path = 0.2  # whole-sample stochastic depth in the reference LADM
@@ -207,11 +216,16 @@ def apply_model_args(config: ml_collections.ConfigDict, args: ml_collections.Con
         issm=("model", "issm"),
         issm_init=("model", "issm_init"),
         issm_range=("model", "issm_range"),
+        issm_offset_input=("model", "issm_offset_input"),
         ladm=("model", "ladm"),
         lift_loss=("loss", "lift"),
     ).items():
         if args[arg_key]:
             config[section][key] = args[arg_key]
+    if args.stem_temporal_stride:
+        config.model.stem_temporal_stride = _convert(
+            "stem_temporal_stride", args.stem_temporal_stride, 0
+        )
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:

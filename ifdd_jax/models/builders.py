@@ -24,6 +24,7 @@ def issm(config: ml_collections.ConfigDict, trunk: str, **overrides) -> ISSM:
         flavor=config.flavor,
         init_index=m.issm_init,
         index_range=m.issm_range,
+        offset_input=m.get("issm_offset_input", "vec_a"),
         similarity_dim=m.similarity_dim,
         channel_compression=model_setting(config, "channel_compression", trunk),
     )

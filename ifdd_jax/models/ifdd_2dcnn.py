@@ -30,7 +30,10 @@ def ifdd_2dcnn(
     issm_kw = {} if issm is None else dict(variant=issm)
     ladm_kw = {} if ladm is None else dict(variant=ladm)
     return IFDD(
-        trunk=IFDD2DTrunk(width_multiplier=config.model.width_multiplier),
+        trunk=IFDD2DTrunk(
+            width_multiplier=config.model.width_multiplier,
+            temporal_stride=config.model.get("stem_temporal_stride", 2),
+        ),
         pyramid=PyramidAggregation(
             features=model_setting(config, "features", TRUNK),
             pass_through_last=config.flavor == "reference",

@@ -67,6 +67,7 @@ from ifdd_jax.models.layers import (
 
 VARIANTS = ("even_odd", "issm", "entire", "weighting")
 INITS = ("even_odd", "midpoint")
+OFFSET_INPUTS = ("vec_a", "standardized")
 
 
 def initial_indices(num_frames: int, init: str) -> tuple[np.ndarray, np.ndarray]:
@@ -179,6 +180,8 @@ class ISSM(nn.Module):
     index_range: float | str | None
     similarity_dim: int  # d_T of Eq. 1 (paper flavor)
     channel_compression: int  # D_c of Eq. 1 (paper flavor)
+    # What Eq. 3's Linear reads: "vec_a" (Eqs. 2-3 as written) or "standardized" (see _offset).
+    offset_input: str = "vec_a"
     reference_pool_size: int = 7  # the released `down_size`
     reference_channels: int = 7  # the released 1×1 conv's output channels
 
@@ -237,8 +240,21 @@ class ISSM(nn.Module):
         return s, jax.nn.softmax(s, axis=-1), jax.nn.softmax(-s, axis=-1)
 
     def _offset(self, a: jax.Array, num_out: int, limit: float, name: str) -> jax.Array:
-        """Eq. 3: L · tanh(W vec(A) (+ b)) -> `[B, num_out]`."""
+        """Eq. 3: L · tanh(W vec(A) (+ b)) -> `[B, num_out]`.
+
+        With `offset_input="standardized"` the Linear reads (vec(A) - m) / sqrt(v + 1e-5), m and v
+        the mean and variance of vec(A)'s T² entries. Every row of A sums to 1, so m = 1/T for
+        every clip: vec(A) is a constant plus a small clip-dependent part, and with the offset
+        Linear's small weights the constant part sets the indices (the dilution study measured
+        the clip-dependent part of W vec(A) about 20x below the constant one). Standardising
+        removes the constant and brings the clip-dependent part to unit scale; the bias b is then
+        the only clip-independent term.
+        """
         flat = a.reshape(a.shape[0], -1)
+        if self.offset_input == "standardized":
+            mean = jnp.mean(flat, axis=-1, keepdims=True)
+            var = jnp.var(flat, axis=-1, keepdims=True)
+            flat = (flat - mean) * jax.lax.rsqrt(var + 1e-5)
         y = nn.Dense(
             num_out,
             use_bias=self.flavor == "paper",
@@ -253,6 +269,10 @@ class ISSM(nn.Module):
         check_flavor(self.flavor)
         if self.variant not in VARIANTS:
             raise ValueError(f"ISSM variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.offset_input not in OFFSET_INPUTS:
+            raise ValueError(
+                f"ISSM offset_input must be one of {OFFSET_INPUTS}, got {self.offset_input!r}"
+            )
         if x.ndim != 5:
             raise ValueError(f"ISSM expects X [B, T, H, W, C], got shape {x.shape}")
         b, t = x.shape[:2]

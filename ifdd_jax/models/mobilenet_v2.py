@@ -237,12 +237,15 @@ class MobileNetV2Groups(nn.Module):
 class IFDD2DTrunk(nn.Module):
     """IFDD-2DCNN trunk: Conv3d stem (T/2, H/4, W/4) then MobileNetV2 groups 1-5 per frame.
 
+    (T/2 with the released temporal stride 2; `temporal_stride=1` keeps all T frames.)
+
     Input clips `[B, T, H, W, 3]`; returns the pyramid levels as a list of per-frame maps
     `[B, T/2, H/4, W/4, 32]`, `[B, T/2, H/8, W/8, 64]`, `[B, T/2, H/16, W/16, 96]`
     (56², 28², 14² at 224 px).
     """
 
     width_multiplier: float  # α (config.model.width_multiplier): scales the stem and group widths
+    temporal_stride: int = 2  # the stem's stride over T (config.model.stem_temporal_stride)
     stem_features: int = 32
     groups: Sequence[tuple[int, int, int, int]] = IFDD_2DCNN_GROUPS
     pyramid_groups: Sequence[int] = IFDD_2DCNN_PYRAMID_GROUPS
@@ -254,7 +257,7 @@ class IFDD2DTrunk(nn.Module):
         x = nn.Conv(
             scale_width(self.stem_features, self.width_multiplier),
             (3, 7, 7),
-            strides=(2, 4, 4),
+            strides=(self.temporal_stride, 4, 4),
             padding=((1, 1), (3, 3), (3, 3)),
             use_bias=False,
             kernel_init=kaiming_fan_out_init,

@@ -113,6 +113,18 @@ def decay_mask(params: Any, flavor: str) -> Any:
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
+def steps_for(config: ml_collections.ConfigDict, num_train_examples: int) -> tuple[int, int]:
+    """(steps per epoch, total steps). An epoch is one pass over the train split (at least one
+    step); config.num_train_steps > 0 overrides num_epochs."""
+    steps_per_epoch = max(1, num_train_examples // config.batch_size)
+    total = (
+        config.num_train_steps
+        if config.num_train_steps > 0
+        else config.num_epochs * steps_per_epoch
+    )
+    return steps_per_epoch, int(total)
+
+
 def make_schedule(
     config: ml_collections.ConfigDict, *, steps_per_epoch: int, total_steps: int
 ) -> Schedule:

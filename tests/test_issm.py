@@ -260,11 +260,48 @@ def test_weighting_is_a_convex_combination_of_frames():
     np.testing.assert_allclose(out["static"], x[:, : T // 2], rtol=1e-5, atol=1e-5)
 
 
+def test_standardized_offset_input_hand_computed():
+    """offset_input="standardized": ΔI = L·tanh(W (v - mean v)/sqrt(var v + 1e-5) + b) with
+    v = vec(A), recomputed here in numpy from S and the offset Linears' parameters."""
+    x = _x(seed=3)
+    module = _issm(offset_input="standardized", index_range=0.5)
+    variables = _init(module, x)
+    out = module.apply(variables, x)
+    s = np.asarray(out["similarity"], np.float64)
+    params = variables["params"]
+    even = np.arange(0, T, 2, dtype=np.float64)
+    for group, sign, start in (("static", 1.0, even), ("dynamic", -1.0, even + 1.0)):
+        a = np.exp(sign * s - (sign * s).max(-1, keepdims=True))
+        v = (a / a.sum(-1, keepdims=True)).reshape(x.shape[0], -1)
+        v = (v - v.mean(-1, keepdims=True)) / np.sqrt(v.var(-1, keepdims=True) + 1e-5)
+        dense = params[f"{group}_offset"]
+        offset = 0.5 * np.tanh(v @ np.asarray(dense["kernel"]) + np.asarray(dense["bias"]))
+        expected = np.clip(start + offset, 0.0, T - 1.0)
+        np.testing.assert_allclose(out[f"{group}_index"], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_standardized_offset_input_makes_the_indices_follow_the_content():
+    """At initialisation the raw vec(A) moves the indices across clips by a fraction of what its
+    standardised form does: every row of A sums to 1, so vec(A) = 1/T + a small clip-dependent
+    part, and W (std 0.03) passes that part on at its small scale."""
+    x = _x(seed=4, b=16)
+
+    def spread(offset_input: str) -> float:
+        module = _issm(offset_input=offset_input, index_range=0.5)
+        out = module.apply(_init(module, x), x)
+        return float(jnp.mean(jnp.std(out["static_index"], axis=0)))
+
+    raw, standardized = spread("vec_a"), spread("standardized")
+    assert standardized > 3 * raw, (raw, standardized)
+
+
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="variant must be one of"):
         _issm(variant="nope").init(jax.random.key(0), _x())
     with pytest.raises(ValueError, match="flavor must be one of"):
         _issm(flavor="pytorch").init(jax.random.key(0), _x())
+    with pytest.raises(ValueError, match="offset_input must be one of"):
+        _issm(offset_input="layernorm").init(jax.random.key(0), _x())
     with pytest.raises(ValueError, match=r"X \[B, T, H, W, C\]"):
         _issm().init(jax.random.key(0), jnp.zeros((2, T, C)))
     with pytest.raises(ValueError, match="even number of frames"):

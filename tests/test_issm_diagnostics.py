@@ -7,10 +7,14 @@ import json
 import math
 import os
 
+import jax
 import numpy as np
 import pytest
 
-from ifdd_jax.analysis import issm_diagnostics
+from ifdd_jax import sharding, train_state
+from ifdd_jax.analysis import issm_diagnostics, param_movement
+from ifdd_jax.optim import make_optimizer
+from ifdd_jax.trained_run import load_trained
 from tests.test_predict import tiny_config, tiny_run
 
 
@@ -103,3 +107,28 @@ def test_models_without_issm_are_skipped(tmp_path, capsys):
     assert "skipped: " in capsys.readouterr().out
     assert "baseline_mobilenet_v2 has no ISSM" in json.load(open(out))["skipped"]
     assert not os.path.exists(os.path.join(workdir, "checkpoints"))
+
+
+def test_training_figures_measure_movement_from_the_seeds_initialisation(run_dir):
+    """θ₀ is rebuilt exactly as the trainer made it: the trainer's own initial state (same seed,
+    same key split) equals param_movement.initial_params, and the run's movement report has the
+    ISSM offset Linears and the lr budget Σ lr of its steps."""
+    trained = load_trained(run_dir)
+    config = trained.config
+    tx, schedule = make_optimizer(config, steps_per_epoch=6, total_steps=6)
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    state = train_state.create_state(trained.model, tx, config, mesh)
+    initial = param_movement.initial_params(trained.model, config)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(initial), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    d = issm_diagnostics.diagnose_run(run_dir)
+    t = d["training"]
+    assert t["lr"]["steps"] == trained.step == 6
+    assert t["lr"]["lr_sum"] == pytest.approx(sum(float(schedule(s)) for s in range(6)), rel=1e-5)
+    moved = t["movement"]
+    assert {"trunk", "head", "issm/static_offset", "issm/dynamic_offset"} <= set(moved)
+    assert moved["issm/descriptor_bias"]["relative_change"] is None  # zero-initialised
+    for g in moved.values():
+        # Adam moves an entry by at most about Σ lr (here with an lr never above its peak).
+        assert 0 < g["mean_abs_change"] <= 1.5 * t["lr"]["lr_sum"]

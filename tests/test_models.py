@@ -151,6 +151,28 @@ def test_ifdd_2dcnn_trunk_pyramid_geometry():
     ]
 
 
+def test_stem_temporal_stride_one_keeps_every_frame():
+    """config.model.stem_temporal_stride=1: X keeps all 16 frames, ISSM splits them 8 + 8; the
+    trunk, pyramid and head parameters are unchanged; those sized by T_X grow (Eq. 1's per-frame
+    bias, Eq. 3's T_X² -> T_X/2 Linears, LADM's token-compressing Linear)."""
+    default = _config(model="ifdd_2dcnn")
+    strided = _config(model="ifdd_2dcnn", stem_temporal_stride=1)
+    assert strided.model.stem_temporal_stride == 1
+    out = _full_size_logits(strided)
+    assert out["static"].shape == (2, 8, 14, 14, 64)
+    assert out["static_index"].shape == (2, 8)
+    clips = jax.ShapeDtypeStruct((1, 16, 224, 224, 3), jnp.float32)
+    shapes = [
+        jax.tree_util.tree_map(lambda a: a.shape, jax.eval_shape(build_model(c).init, RNGS, clips))
+        for c in (default, strided)
+    ]
+    for part in ("trunk", "pyramid", "head"):
+        assert shapes[0]["params"][part] == shapes[1]["params"][part]
+    assert shapes[0]["params"]["issm"]["descriptor_bias"] == (8, 128)
+    assert shapes[1]["params"]["issm"]["descriptor_bias"] == (16, 128)
+    assert shapes[1]["params"]["issm"]["static_offset"]["kernel"] == (256, 8)
+
+
 def test_inverted_residual_uses_the_skip_only_when_shapes_agree():
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 16))
     block = InvertedResidual(16, stride=1, expand_ratio=6)

@@ -26,6 +26,9 @@ Y_D LADM's output:
              clips, and between every X_S[i] and X_D[j]; the per-clip lifting loss
              (`losses.lifting_loss` with the run's mode, "tc" if the run has it off) in eval
              mode, mean over clips, and the weight the run trains it with.
+  training   (diagnose_run only) each module's parameter movement from its initialisation
+             against the schedule's lr budget Σ lr (analysis/param_movement.py): do ISSM's and
+             LADM's small layers get enough learning rate and warmup?
 
 The intermediates are ISSM's and LADM's return values, read with flax's `capture_intermediates`
 (no change to the models). A model without ISSM (the baselines) is skipped with a message.
@@ -46,12 +49,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ifdd_jax.analysis import param_movement
 from ifdd_jax.analysis.figures import run_command
 from ifdd_jax.input_pipeline import build_data
 from ifdd_jax.models import build_model
 from ifdd_jax.models.issm import ISSM
 from ifdd_jax.models.ladm import LADM
 from ifdd_jax.models.losses import lifting_loss
+from ifdd_jax.optim import steps_for
 from ifdd_jax.trained_run import load_config, load_trained
 
 # Per-clip measures `_clip_measures` returns (the attention ones only where ISSM computes S).
@@ -267,6 +272,7 @@ def diagnose_run(workdir: str, *, split: str = "test", max_clips: int | None = N
         )
     trained = load_trained(workdir, config=config)
     figures = summarize(measure_split(trained, workdir, split=split, max_clips=max_clips))
+    figures["training"] = _training_figures(trained, workdir)
     m = trained.config.model
     loss = trained.config.get("loss", {})
     weight = loss.get("lift_weight")
@@ -290,6 +296,23 @@ def diagnose_run(workdir: str, *, split: str = "test", max_clips: int | None = N
         ladm=m.get("ladm"),
         event_frames=trained.config.data.get("synthetic", {}).get("event_frames"),
         **figures,
+    )
+
+
+def _training_figures(trained, workdir: str) -> dict | None:
+    """Parameter movement per module against the lr budget (analysis/param_movement.py); None
+    for a run that started from converted weights (its θ₀ is not the seed's)."""
+    config = trained.config
+    if config.get("init_from"):
+        return None
+    num_train = build_data(config, workdir).meta["num_examples"]["train"]
+    steps_per_epoch, total_steps = steps_for(config, num_train)
+    initial = param_movement.initial_params(trained.model, config)
+    return dict(
+        lr=param_movement.lr_budget(
+            config, steps=trained.step, steps_per_epoch=steps_per_epoch, total_steps=total_steps
+        ),
+        movement=param_movement.movement(initial, trained.variables["params"]),
     )
 
 
@@ -350,6 +373,21 @@ def format_summary(d: dict) -> str:
         f"{f['cos_xs_xd_paired']:.3f}, all pairs {f['cos_xs_xd_all']:.3f}; lifting "
         f"loss {f['lifting_loss']:.4g}{weight}"
     )
+    t = d.get("training")
+    if t:
+        lr = t["lr"]
+        lines.append(
+            f"training: {lr['steps']} steps, lr peak {lr['lr_peak']:.3g}, warmup "
+            f"{lr['warmup_steps']} steps, lr budget sum(lr) {lr['lr_sum']:.3g}"
+        )
+        for name, g in sorted(t["movement"].items()):
+            rel = g["relative_change"]
+            lines.append(
+                f"  {name}: |dtheta|/|theta0| {'n/a' if rel is None else f'{rel:.3g}'}, "
+                f"mean |dtheta| "
+                f"{g['mean_abs_change']:.3g} (mean |theta0| {g['mean_abs_initial']:.3g}), "
+                f"{g['entries']} entries"
+            )
     return "\n".join(lines)
 
 

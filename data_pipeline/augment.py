@@ -43,12 +43,9 @@ def _blend(a: tf.Tensor, b: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(factor * a + (1.0 - factor) * b, 0.0, 1.0)
 
 
-def colour_jitter(clip: tf.Tensor, opts: AugmentOptions, seed: tf.Tensor) -> tf.Tensor:
-    """float32 [T, H, W, 3] in [0, 1] -> same; torchvision ColorJitter semantics, one draw per clip.
-
-    Brightness/contrast/saturation factors ~ U[max(0, 1 - s), 1 + s], hue shift ~ U[-h, h] (fraction
-    of the hue circle); the four operations run in a random order, as in torchvision.
-    """
+def jitter_factors(opts: AugmentOptions, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """One clip's colour-jitter draw: (factors float32 [4] = brightness, contrast, saturation,
+    hue shift; order int32 [4], the position of each operation is its rank)."""
     seeds = tf.random.experimental.stateless_split(seed, 5)
 
     def factor(s: float, k: int) -> tf.Tensor:
@@ -56,6 +53,16 @@ def colour_jitter(clip: tf.Tensor, opts: AugmentOptions, seed: tf.Tensor) -> tf.
 
     b, c, s = factor(opts.brightness, 0), factor(opts.contrast, 1), factor(opts.saturation, 2)
     h = tf.random.stateless_uniform([], seeds[3], -opts.hue, opts.hue)
+    order = tf.argsort(tf.random.stateless_uniform([4], seeds[4]))
+    return tf.stack([b, c, s, h]), order
+
+
+def apply_jitter(
+    clip: tf.Tensor, factors: tf.Tensor, order: tf.Tensor, opts: AugmentOptions
+) -> tf.Tensor:
+    """float32 [T, H, W, 3] in [0, 1] -> same: the four operations with the given factors, in the
+    given order (`order[p]` runs at position p); operations of strength 0 in `opts` are skipped."""
+    b, c, s, h = factors[0], factors[1], factors[2], factors[3]
     ops = [
         lambda x: tf.clip_by_value(x * b, 0.0, 1.0),
         # Contrast blends with the mean grey level of each frame (torchvision's per-image mean).
@@ -70,12 +77,21 @@ def colour_jitter(clip: tf.Tensor, opts: AugmentOptions, seed: tf.Tensor) -> tf.
     ]
     if not active:
         return clip
-    order = tf.argsort(tf.random.stateless_uniform([4], seeds[4]))
     for pos in range(4):
         current = clip
         branches = [(lambda i=i, x=current: ops[i](x) if i in active else x) for i in range(4)]
         clip = tf.switch_case(order[pos], branches)
     return clip
+
+
+def colour_jitter(clip: tf.Tensor, opts: AugmentOptions, seed: tf.Tensor) -> tf.Tensor:
+    """float32 [T, H, W, 3] in [0, 1] -> same; torchvision ColorJitter semantics, one draw per clip.
+
+    Brightness/contrast/saturation factors ~ U[max(0, 1 - s), 1 + s], hue shift ~ U[-h, h] (fraction
+    of the hue circle); the four operations run in a random order, as in torchvision.
+    """
+    factors, order = jitter_factors(opts, seed)
+    return apply_jitter(clip, factors, order, opts)
 
 
 def random_resized_crop(clip: tf.Tensor, opts: AugmentOptions, seed: tf.Tensor) -> tf.Tensor:
@@ -109,8 +125,9 @@ def train_augment(frames: tf.Tensor, opts: AugmentOptions, seed: tf.Tensor) -> t
     return colour_jitter(clip, opts, seeds[2])
 
 
-def eval_transform(frames: tf.Tensor, image_size: int) -> tf.Tensor:
-    """uint8 [..., T, h, w, 3] -> float32 [..., T, S, S, 3] in [0, 1]: short side S, centre crop."""
+def _short_side_centre_crop(frames: tf.Tensor, image_size: int) -> tf.Tensor:
+    """uint8 [..., T, h, w, 3] -> float32 [..., T, S, S, 3] in [0, 255]: short side S (bilinear,
+    antialiased), centre crop."""
     shape = tf.shape(frames)
     h, w = tf.cast(shape[-3], tf.float32), tf.cast(shape[-2], tf.float32)
     scale = image_size / tf.minimum(h, w)
@@ -121,7 +138,31 @@ def eval_transform(frames: tf.Tensor, image_size: int) -> tf.Tensor:
     top, left = (nh - image_size) // 2, (nw - image_size) // 2
     crop = resized[:, top : top + image_size, left : left + image_size, :]
     out_shape = tf.concat([shape[:-3], [image_size, image_size, 3]], 0)
-    return tf.clip_by_value(tf.reshape(crop, out_shape) / 255.0, 0.0, 1.0)
+    return tf.reshape(crop, out_shape)
+
+
+def eval_transform(frames: tf.Tensor, image_size: int) -> tf.Tensor:
+    """uint8 [..., T, h, w, 3] -> float32 [..., T, S, S, 3] in [0, 1]: short side S, centre crop."""
+    return tf.clip_by_value(_short_side_centre_crop(frames, image_size) / 255.0, 0.0, 1.0)
+
+
+def stored_clip(frames: tf.Tensor, stored_size: int) -> tf.Tensor:
+    """uint8 [T, h, w, 3] -> uint8 [T, S0, S0, 3], the fixed size the on-device augmentation
+    reads (config.data.stored_size).
+
+    Frames already S0 x S0 pass through untouched (DFEW's, FERV39k's and MAFW's 224 x 224 faces
+    at the default S0 = image_size = 224); others are resized once, as evaluation does (short
+    side S0, centre crop), so that training crops come from the square evaluation sees.
+    """
+    shape = tf.shape(frames)
+    same = tf.logical_and(tf.equal(shape[1], stored_size), tf.equal(shape[2], stored_size))
+
+    def resize() -> tf.Tensor:
+        resized = tf.round(_short_side_centre_crop(frames, stored_size))
+        return tf.cast(tf.clip_by_value(resized, 0.0, 255.0), tf.uint8)
+
+    clip = tf.cond(same, lambda: frames, resize)
+    return tf.ensure_shape(clip, [None, stored_size, stored_size, 3])
 
 
 def normalize(clip: tf.Tensor, mode: str) -> tf.Tensor:

@@ -72,6 +72,13 @@ def _common(name: str) -> ml_collections.ConfigDict:
             label_smoothing=config_dict.placeholder(float),
         )
     )
+    # True: the host only reads and decodes (uint8 clips at stored_size, labels); flip, random
+    # resized crop, colour jitter, normalisation and mixup/cutmix run inside the jitted train step
+    # (ifdd_jax/device_augment.py, same distributions). Evaluation is the same either way.
+    c.augment_on_device = False
+    # S0 of the stored clips with augment_on_device; 0 = image_size. Frames of another size are
+    # resized once on the host (short side S0, centre crop, as evaluation does).
+    c.stored_size = 0
     c.shuffle_buffer = 1024
     c.num_parallel_calls = -1  # tf.data threads; -1 = TF's default pool
     c.prefetch = 2

@@ -8,7 +8,10 @@ first clip). The stream is therefore a pure function of the seed, and resuming n
 `set_state` rebuilds the stream there (skipping already-read records before any decoding).
 Batches cross epoch boundaries, so no clip is dropped at an epoch's end.
 
-Train batch: clips float32 [B, T, H, W, 3], label int32 [B], target float32 [B, K].
+Train batch: clips float32 [B, T, H, W, 3], label int32 [B], target float32 [B, K]; with
+             `augment_on_device`, clips uint8 [B, T, S0, S0, 3] (decoded, at the stored size
+             S0 = `stored_size` or image_size) and label int32 [B] only: flip, crop, jitter,
+             normalisation and mixing run in the train step (ifdd_jax/device_augment.py).
 Eval batch:  clips float32 [B, V, T, H, W, 3], label int32 [B], mask bool [B] (False on padding),
              clip_id bytes [B], index int32 [B] (position in the split; -1 on padding).
 Evaluation covers every clip of the split exactly once across all hosts: the last batch is padded
@@ -29,7 +32,13 @@ import numpy as np
 import tensorflow as tf
 
 from data_pipeline import custom, datasets, sampling, sources, tfds_builders
-from data_pipeline.augment import AugmentOptions, eval_transform, normalize, train_augment
+from data_pipeline.augment import (
+    AugmentOptions,
+    eval_transform,
+    normalize,
+    stored_clip,
+    train_augment,
+)
 from data_pipeline.configs import check_resolved
 from data_pipeline.errors import DataError
 from data_pipeline.mixing import MixOptions, mix_batch, smooth_one_hot
@@ -340,10 +349,18 @@ def build_datasets(
     def keep(elem: dict) -> tf.Tensor:
         return elem["num_frames"] >= (t if policy == "skip" else 1)
 
+    on_device = bool(cfg.get("augment_on_device", False))
+    stored = int(cfg.get("stored_size", 0) or size)
+
     def process_train(epoch, position, elem):
         key = _key(seed, 1, epoch, position)
         keys = tf.random.experimental.stateless_split(key, 2)
         idx = sampling.train_indices(elem["num_frames"], t, keys[0], policy)
+        if on_device:  # decoded uint8 at the stored size; the train step augments
+            clip = tf.ensure_shape(
+                stored_clip(decode_frames(elem, idx), stored), [t, stored, stored, 3]
+            )
+            return {"clips": clip, "label": elem["label"], "_epoch": epoch, "_position": position}
         clip = train_augment(decode_frames(elem, idx), aug, keys[1])
         clip = tf.ensure_shape(normalize(clip, cfg.normalization), [t, size, size, 3])
         return {"clips": clip, "label": elem["label"], "_epoch": epoch, "_position": position}
@@ -374,7 +391,8 @@ def build_datasets(
         ds = ds.skip(start_position)  # before decoding: resuming costs only record reads
         ds = ds.map(process_train, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(train_b, drop_remainder=True)
-        ds = ds.map(process_batch, num_parallel_calls=tf.data.AUTOTUNE)
+        if not on_device:  # on the device, mixing and the targets are the train step's
+            ds = ds.map(process_batch, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(cfg.prefetch).with_options(_options(cfg))
 
     def process_eval(index, elem):
@@ -444,5 +462,8 @@ def build_datasets(
         "per_host_eval_batch_size": eval_b,
         "eval_num_batches": eval_batches,
         "target_is_soft": True,
+        # On-device augmentation: train batches are {clips uint8 [B, T, S0, S0, 3], label}.
+        "augment_on_device": on_device,
+        "train_clip_shape": (t, stored, stored, 3) if on_device else (t, size, size, 3),
     }
     return Datasets(TrainIterator(make_train, seed), make_eval_iter, meta)

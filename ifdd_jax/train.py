@@ -34,7 +34,7 @@ import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from ifdd_jax import checkpointing, evaluate, input_pipeline, recipe, sharding
+from ifdd_jax import checkpointing, device_augment, evaluate, input_pipeline, recipe, sharding
 from ifdd_jax.metrics import TrainMetrics
 from ifdd_jax.models import build_model
 from ifdd_jax.models.losses import ifdd_loss
@@ -42,6 +42,19 @@ from ifdd_jax.optim import make_optimizer
 from ifdd_jax.train_state import TrainState, compute_dtype, create_state, load_initial_weights
 
 TRAIN_KEYS = ("clips", "label", "target")
+# With config.data.augment_on_device the host sends decoded uint8 clips and labels; the step
+# augments, mixes and builds the targets (ifdd_jax/device_augment.py).
+DEVICE_AUGMENT_KEYS = ("clips", "label")
+
+
+def augments_on_device(config: ml_collections.ConfigDict) -> bool:
+    """Whether the train step augments (config.data.augment_on_device; absent in old configs)."""
+    return bool(config.data.get("augment_on_device", False))
+
+
+def train_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The keys of the host's train batch that the step reads."""
+    return DEVICE_AUGMENT_KEYS if augments_on_device(config) else TRAIN_KEYS
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -61,15 +74,27 @@ def train_step(
     tx: optax.GradientTransformation,
     config: ml_collections.ConfigDict,
 ) -> tuple[TrainState, TrainMetrics]:
-    """One optimisation step on a global batch {clips [B, T, H, W, 3], label [B], target [B, K]}."""
+    """One optimisation step on a global batch {clips [B, T, H, W, 3], label [B], target [B, K]},
+    or with on-device augmentation {clips uint8 [B, T, S0, S0, 3], label [B]}: the step draws
+    the augmentation and mixing from its own key (device_augment.step_key) first."""
     dtype = compute_dtype(config)
-    dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    run_rng = jax.random.wrap_key_data(state.rng)
+    dropout_rng = jax.random.fold_in(run_rng, state.step)
+    if augments_on_device(config):
+        clips, target = device_augment.augment_batch(
+            device_augment.step_key(run_rng, state.step),
+            batch["clips"],
+            batch["label"],
+            device_augment.options_from_config(config),
+        )
+    else:
+        clips, target = batch["clips"], batch["target"]
 
     def loss_fn(params):
         cast = jax.tree.map(lambda p: p.astype(dtype), params) if dtype != jnp.float32 else params
         outputs, updates = model.apply(
             {"params": cast, "batch_stats": state.batch_stats},
-            batch["clips"].astype(dtype),
+            clips.astype(dtype),
             train=True,
             rngs={"dropout": dropout_rng},
             mutable=["batch_stats"],
@@ -77,7 +102,7 @@ def train_step(
         outputs = jax.tree.map(lambda x: x.astype(jnp.float32), outputs)
         loss, terms = ifdd_loss(
             outputs,
-            batch["target"],
+            target,
             lift=config.loss.lift,
             lift_weight=config.loss.lift_weight,
             lift_reduction=config.loss.lift_reduction,
@@ -104,7 +129,7 @@ def train_step(
             (state.nonfinite_step < 0) & ~finite, state.step, state.nonfinite_step
         ),
     )
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(batch["target"], -1))
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(target, -1))
     metrics = TrainMetrics.single_from_model_output(
         loss=loss,
         classification_loss=terms["classification"],
@@ -184,6 +209,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         writer.write_hparams(_flat_hparams(config))
 
     step_fn = make_train_step(model, tx, config, mesh)
+    batch_keys = train_keys(config)
     eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
     report = periodic_actions.ReportProgress(
         num_train_steps=total_steps, writer=writer, every_steps=config.log_every_steps
@@ -196,7 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     try:
         with metric_writers.ensure_flushes(writer):
             for step in range(start_step, total_steps):
-                batch = sharding.global_batch(mesh, next(data.train), TRAIN_KEYS)
+                batch = sharding.global_batch(mesh, next(data.train), batch_keys)
                 state, m = step_fn(state, batch)
                 train_metrics = m if train_metrics is None else train_metrics.merge(m)
                 done = step + 1

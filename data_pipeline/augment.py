@@ -4,7 +4,8 @@ Every random parameter (flip, crop box, colour-jitter factors and their order) i
 clip from a stateless seed and applied to all T frames, so motion between frames is preserved.
 Training: horizontal flip -> random resized crop -> colour jitter -> [0, 1]; evaluation: resize
 the short side to the output size and take the centre crop (a plain resize for square faces, as
-the authors' Resize(224)).
+the authors' Resize(224)). With `data.augment_on_device` the train clips only go through
+`stored_clip` here (uint8 at one fixed size), and ifdd_jax/device_augment.py does the rest.
 
 Both flavors resize bilinearly with antialiasing. The released evaluation resizes bicubically
 (torchvision's cubic kernel, a = -0.75, which tf.image.resize does not offer), but it only reads

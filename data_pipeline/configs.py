@@ -11,6 +11,9 @@ saturation and hue 0.4), mixup/cutmix (batch mode, α 0.8 / 1.0, switch 0.5) and
 ones the user left unset, so an explicit override always wins. Both flavors share the crop
 (RandomResizedCrop, scale 0.5–1, aspect 3/4–4/3, the released parameters; the paper does not give
 its crop) and the flip probability 0.5.
+
+`augment_on_device` (default False) moves all of it after decoding into the jitted train step
+(ifdd_jax/device_augment.py): the pipeline then yields uint8 clips at `stored_size` and labels.
 """
 
 from __future__ import annotations

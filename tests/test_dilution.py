@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from ifdd_jax.experiments import dilution
+from ifdd_jax.experiments import dilution, dilution_diagnostics
 
 # The shared tiny runs' sizes (tests/tiny_runs.py): 60 balanced clips of 8 frames at 32 px,
 # batch 8, no warmup, validated only at the end; 2 steps are enough to produce every file. (The
@@ -218,3 +218,30 @@ def test_rerun_skips_finished_cells_dry_run_and_report_only(study, capsys):
     assert "wrote" in capsys.readouterr().out
     text = open(os.path.join(out, "study.md")).read()
     assert "--seeds 2" in text and "Not finished" not in text
+
+
+def test_diagnostics_of_the_study_cells(study, tmp_path, capsys):
+    """dilution_diagnostics: every IFDD cell gets its diagnostics JSON, index plot and one CSV
+    line (copied with the plots to --copy_to); the baseline cells are skipped; a rerun reuses the
+    files."""
+    out, _ = study
+    copy_to = str(tmp_path / "docs")
+    assert dilution_diagnostics.main(["--out", out, "--copy_to", copy_to]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("skipped baseline_mobilenet_v2") == 2
+    with open(os.path.join(copy_to, dilution_diagnostics.CSV_FILE)) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model"], r["seed"]) for r in rows] == [("ifdd_2dcnn", "0"), ("ifdd_2dcnn", "1")]
+    for r in rows:
+        assert r["event_frames"] == "2" and float(r["lr_sum"]) > 0
+        assert float(r["offset_mean_abs_change"]) > 0 and float(r["index_std_mean"]) >= 0
+        assert (
+            os.path.getsize(
+                os.path.join(copy_to, f"issm_indices_ifdd_2dcnn_ev2_seed{r['seed']}.png")
+            )
+            > 1000
+        )
+    cell = dilution.Cell(dilution.ModelEntry("ifdd_2dcnn"), 2, 0).workdir(out)
+    made = os.path.getmtime(os.path.join(cell, dilution_diagnostics.DIAGNOSTICS_FILE))
+    assert dilution_diagnostics.main(["--out", out]) == 0
+    assert os.path.getmtime(os.path.join(cell, dilution_diagnostics.DIAGNOSTICS_FILE)) == made

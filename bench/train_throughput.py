@@ -5,7 +5,9 @@
 
 prints `compile s:`, `train clips/s:`, `eval clips/s:` and `peak MB:` (device memory where the
 backend reports it, otherwise the process's peak resident memory). Timings exclude compilation
-and use `block_until_ready`.
+and use `block_until_ready`. With `--config.data.augment_on_device=true` the train step gets
+uint8 clips and labels and its time includes the on-device augmentation and mixing (the flavor's
+recipe, `ifdd_jax/device_augment.py`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from ifdd_jax import evaluate, sharding, train, train_state
+from ifdd_jax import evaluate, recipe, sharding, train, train_state
 from ifdd_jax.models import build_model
 from ifdd_jax.optim import make_optimizer
 
@@ -48,14 +50,16 @@ def main(argv) -> None:
     t, s, k = config.data.num_frames, config.data.image_size, config.num_classes
     rng = np.random.default_rng(0)
     labels = rng.integers(0, k, batch).astype(np.int32)
+    if train.augments_on_device(config):
+        recipe.resolve(config)  # the flavor's jitter and mixing, which the step now applies
+        stored = config.data.stored_size or s
+        clips = rng.integers(0, 256, (batch, t, stored, stored, 3), dtype=np.uint8)
+    else:
+        clips = rng.random((batch, t, s, s, 3), dtype=np.float32)
     train_batch = sharding.global_batch(
         mesh,
-        dict(
-            clips=rng.random((batch, t, s, s, 3), dtype=np.float32),
-            label=labels,
-            target=np.eye(k, dtype=np.float32)[labels],
-        ),
-        train.TRAIN_KEYS,
+        dict(clips=clips, label=labels, target=np.eye(k, dtype=np.float32)[labels]),
+        train.train_keys(config),
     )
     eval_batch = sharding.global_batch(
         mesh,
@@ -91,6 +95,7 @@ def main(argv) -> None:
     print(
         f"model: {config.model_name} ({config.flavor}), input [{batch}, {t}, {s}, {s}, 3], "
         f"{jax.device_count()} x {jax.devices()[0].device_kind}"
+        + (", augmented in the step" if train.augments_on_device(config) else "")
     )
     print(f"compile s: {compile_s:.1f}")
     print(f"train clips/s: {train_rate:.3f}")

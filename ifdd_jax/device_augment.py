@@ -231,6 +231,16 @@ def adjust_hue(x: jax.Array, delta: jax.Array) -> jax.Array:
     return jnp.stack(out, -1)
 
 
+def _blend_op(clip: jax.Array, op: jax.Array, factors: jax.Array) -> jax.Array:
+    """Brightness (op 0), contrast (1) or saturation (2) of a [T, H, W, 3] clip in [0, 1]: one
+    blend f·x + (1-f)·ref with ref 0, the frame's mean grey, or the pixel's grey."""
+    grey = grayscale(clip)
+    frame_mean = jnp.mean(grey, axis=(1, 2, 3), keepdims=True)
+    ref = jnp.where(op == 0, 0.0, jnp.where(op == 1, frame_mean, grey))
+    f = factors[jnp.minimum(op, 2)]
+    return jnp.clip(f * clip + (1.0 - f) * ref, 0.0, 1.0)
+
+
 def apply_jitter(
     clip: jax.Array, factors: jax.Array, order: jax.Array, strengths: tuple[float, ...]
 ) -> jax.Array:
@@ -238,22 +248,26 @@ def apply_jitter(
     `factors` (float32 [4]), operation `order[p]` at position p (int [4]); operations whose
     static strength is 0 are skipped. augment.apply_jitter's semantics.
     """
-    active = jnp.asarray([s > 0 for s in strengths])
     if not any(s > 0 for s in strengths):
         return clip
-    for pos in range(4):
-        op = order[pos]
-        grey = grayscale(clip)
-        frame_mean = jnp.mean(grey, axis=(1, 2, 3), keepdims=True)
-        # Brightness, contrast and saturation are one blend f·x + (1-f)·ref with ref 0, the
-        # frame's mean grey, or the pixel's grey.
-        ref = jnp.where(op == 0, 0.0, jnp.where(op == 1, frame_mean, grey))
-        f = factors[jnp.minimum(op, 2)]
-        out = jnp.clip(f * clip + (1.0 - f) * ref, 0.0, 1.0)
-        if strengths[3] > 0:  # the hue rotation is costlier: only traced when it can run
-            out = jnp.where(op == 3, jnp.clip(adjust_hue(clip, factors[3]), 0.0, 1.0), out)
-        clip = jnp.where(active[op], out, clip)
-    return clip
+    active = jnp.asarray([s > 0 for s in strengths])
+
+    def blends(x: jax.Array, positions: jax.Array) -> jax.Array:
+        # The (cheap) blends at the positions where `positions` is True, in order.
+        for pos in range(4):
+            op = order[pos]
+            run = positions[pos] & active[op] & (op != 3)
+            x = jnp.where(run, _blend_op(x, op, factors), x)
+        return x
+
+    if strengths[3] <= 0:
+        return blends(clip, jnp.ones(4, bool))
+    # The hue rotation is the costly one, and it runs exactly once: the blends before it, the
+    # rotation, the blends after it (a per-position select would trace it four times).
+    hue_at = jnp.argmax(order == 3)
+    before = blends(clip, jnp.arange(4) < hue_at)
+    rotated = jnp.clip(adjust_hue(before, factors[3]), 0.0, 1.0)
+    return blends(rotated, jnp.arange(4) > hue_at)
 
 
 def jitter_factors(key: jax.Array, strengths: tuple[float, ...]) -> tuple[jax.Array, jax.Array]:
@@ -309,5 +323,8 @@ def augment_batch(
     k_clips, k_mix = jax.random.split(key)
     keys = jax.random.split(k_clips, clips.shape[0])
     out = jax.vmap(lambda k, c: augment_clip(k, c, opts))(keys, clips)
+    # Mixing reads every clip twice (itself and as a partner): without the barrier XLA may fuse
+    # the whole augmentation into both reads and compute it twice.
+    out = jax.lax.optimization_barrier(out)
     out, target, _ = mix_batch(k_mix, out, labels, opts.num_classes, opts.mix)
     return out, target

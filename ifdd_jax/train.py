@@ -38,7 +38,7 @@ from ifdd_jax import checkpointing, device_augment, evaluate, input_pipeline, re
 from ifdd_jax.metrics import TrainMetrics
 from ifdd_jax.models import build_model
 from ifdd_jax.models.losses import ifdd_loss
-from ifdd_jax.optim import make_optimizer
+from ifdd_jax.optim import make_optimizer, steps_for
 from ifdd_jax.train_state import TrainState, compute_dtype, create_state, load_initial_weights
 
 TRAIN_KEYS = ("clips", "label", "target")
@@ -147,18 +147,6 @@ def make_train_step(model, tx, config, mesh) -> Callable:
         out_shardings=(repl, repl),
         donate_argnums=0,
     )
-
-
-def steps_for(config: ml_collections.ConfigDict, num_train_examples: int) -> tuple[int, int]:
-    """(steps per epoch, total steps). An epoch is one pass over the train split (at least one
-    step); config.num_train_steps > 0 overrides num_epochs."""
-    steps_per_epoch = max(1, num_train_examples // config.batch_size)
-    total = (
-        config.num_train_steps
-        if config.num_train_steps > 0
-        else config.num_epochs * steps_per_epoch
-    )
-    return steps_per_epoch, int(total)
 
 
 def _format_eta(seconds: float) -> str:

@@ -16,6 +16,7 @@ from ifdd_jax.models.mvit import (
     MViT,
     block_configs,
     linear_resize_matrix,
+    max_pool3d,
     mvit_v2_s_blocks,
     mvit_v2_xs_blocks,
     rel_pos_index,
@@ -455,3 +456,45 @@ def test_shifted_depthwise_conv3d_equals_the_grouped_convolution(stride):
     expected = tuple((n - 1) // s + 1 for n, s in zip(x.shape[1:4], stride))
     assert out.shape == (2,) + expected + (6,)
     assert v["params"]["kernel"].shape == (3, 3, 3, 1, 6)
+
+
+@pytest.mark.parametrize("kernel,stride", [((1, 3, 3), (1, 2, 2)), ((3, 3, 3), (2, 2, 2))])
+def test_max_pool3d_equals_reduce_window_in_values_and_gradients(kernel, stride):
+    """The shifted-window max pooling (CPU) against flax's reduce_window max pooling: the same
+    values, and the same gradients also where a window holds ties (the first maximum in scan
+    order takes the gradient on both sides)."""
+    x = jax.random.normal(jax.random.key(0), (2, 5, 9, 8, 6))
+    x = x.at[:, :, :4, :4].set(0.5)  # plateaus: every window there is all ties
+    pad = tuple((k // 2, k // 2) for k in kernel)
+
+    def reference(x):
+        return nn.max_pool(x, kernel, strides=stride, padding=pad)
+
+    def ours(x):
+        return max_pool3d(x, kernel, stride)
+
+    cotangent = jax.random.normal(jax.random.key(1), reference(x).shape)
+    np.testing.assert_array_equal(ours(x), reference(x))
+    grad = lambda f: jax.vjp(f, x)[1](cotangent)[0]  # noqa: E731
+    np.testing.assert_array_equal(grad(ours), grad(reference))
+
+
+@pytest.mark.parametrize("stride", [(1, 1, 1), (1, 2, 2), (2, 4, 4)])
+def test_shifted_depthwise_conv3d_gradients_equal_the_grouped_convolution(stride):
+    """The shifted form's hand-written gradient (input and kernel) against autodiff of XLA's
+    grouped convolution."""
+    x = jax.random.normal(jax.random.key(0), (2, 5, 9, 8, 6))
+    shifted = DepthwiseConv3d((3, 3, 3), stride, impl="shifted")
+    grouped = DepthwiseConv3d((3, 3, 3), stride, impl="grouped")
+    v = shifted.init(RNGS, x)
+    g = jax.random.normal(jax.random.key(1), shifted.apply(v, x).shape)
+
+    def grads(module):
+        _, vjp = jax.vjp(lambda v, x: module.apply(v, x), v, x)
+        return vjp(g)
+
+    (dv_s, dx_s), (dv_g, dx_g) = grads(shifted), grads(grouped)
+    np.testing.assert_allclose(dx_s, dx_g, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        dv_s["params"]["kernel"], dv_g["params"]["kernel"], rtol=1e-5, atol=1e-4
+    )

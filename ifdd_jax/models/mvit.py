@@ -48,7 +48,9 @@ Parameter names mirror torchvision's keys (see ifdd_jax/convert/families.py):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import functools
+import itertools
+from collections.abc import Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -250,29 +252,87 @@ def _join_cls(cls: jax.Array | None, tokens: jax.Array) -> jax.Array:
     return tokens if cls is None else jnp.concatenate([cls, tokens], axis=-2)
 
 
-def depthwise_conv3d_shifted(x: jax.Array, kernel: jax.Array, stride: Sequence[int]) -> jax.Array:
+def shifted_windows(
+    x: jax.Array, kernel_size: Sequence[int], stride: Sequence[int], pad_value: float = 0.0
+) -> Iterator[tuple[Triple, jax.Array]]:
+    """The windows of a 3D pooling / convolution with symmetric padding kernel//2 (filled with
+    `pad_value`), one per kernel tap in scan order (t, then h, then w): for tap (a, b, c) the
+    strided slice of the padded input that the tap reads for every output position.
+    `[N, T, H, W, C]` -> taps of `[N, T', H', W', C]`. Summing or maximising over the taps gives
+    the convolution or the pooling as elementwise work, whose gradients (pads of the output-sized
+    cotangent) XLA's CPU backend runs far faster than those of its grouped convolution or of
+    reduce_window's select-and-scatter."""
+    padded = jnp.pad(x, ((0, 0),) + _pad(kernel_size) + ((0, 0),), constant_values=pad_value)
+    out = [(n + 2 * (k // 2) - k) // s + 1 for n, k, s in zip(x.shape[1:4], kernel_size, stride)]
+    for tap in itertools.product(*(range(k) for k in kernel_size)):
+        limit = tuple(a + (o - 1) * s + 1 for a, o, s in zip(tap, out, stride))
+        window = jax.lax.slice(
+            padded,
+            (0,) + tap + (0,),
+            (padded.shape[0],) + limit + (padded.shape[4],),
+            (1,) + tuple(stride) + (1,),
+        )
+        yield tap, window
+
+
+def _shifted_conv_sum(x: jax.Array, kernel: jax.Array, stride: Triple) -> jax.Array:
+    result = None
+    for (a, b, c), window in shifted_windows(x, kernel.shape[:3], stride):
+        term = window * kernel[a, b, c, 0]
+        result = term if result is None else result + term
+    return result
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def depthwise_conv3d_shifted(x: jax.Array, kernel: jax.Array, stride: Triple) -> jax.Array:
     """Depthwise 3D convolution with symmetric padding kernel//2, as a sum of strided, shifted
     slices times the per-channel taps: the grouped convolution's result. `[N, T, H, W, C]`, kernel
     `[kt, kh, kw, 1, C]` -> `[N, T', H', W', C]`. XLA's CPU backend runs grouped convolutions (and
-    above all their gradients) 15-35x slower than this form for MViT's pooling."""
-    ksize = kernel.shape[:3]
-    padded = jnp.pad(x, ((0, 0),) + _pad(ksize) + ((0, 0),))
-    out = [(n + 2 * (k // 2) - k) // s + 1 for n, k, s in zip(x.shape[1:4], ksize, stride)]
+    above all their gradients) 15-35x slower than this form for MViT's pooling.
+
+    Its gradient is written out (`_shifted_conv_bwd`) so that only x and the kernel are kept for
+    the backward pass: differentiating the sum directly keeps every tap's window alive from the
+    forward to the backward pass, and in the whole IFDD-3DViT train step XLA's CPU backend then
+    writes all 27 windows out (27 copies of the output; 30 % of the step's time at batch 2)."""
+    return _shifted_conv_sum(x, kernel, stride)
+
+
+def _shifted_conv_fwd(
+    x: jax.Array, kernel: jax.Array, stride: Triple
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    return _shifted_conv_sum(x, kernel, stride), (x, kernel)
+
+
+def _shifted_conv_bwd(
+    stride: Triple, residuals: tuple[jax.Array, jax.Array], g: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """d/dx: the transpose of the (linear in x) sum, as autodiff forms it; d/dkernel: per tap, the
+    window (recomputed from x, fused into the reduction) times g, summed over N, T', H', W'."""
+    x, kernel = residuals
+    _, input_vjp = jax.vjp(lambda x: _shifted_conv_sum(x, kernel, stride), x)
+    taps = [
+        jnp.sum(window * g, axis=(0, 1, 2, 3))
+        for _, window in shifted_windows(x, kernel.shape[:3], stride)
+    ]
+    return input_vjp(g)[0], jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+
+
+depthwise_conv3d_shifted.defvjp(_shifted_conv_fwd, _shifted_conv_bwd)
+
+
+def max_pool3d(x: jax.Array, kernel_size: Triple, stride: Triple) -> jax.Array:
+    """PyTorch's MaxPool3d(kernel, stride, padding=kernel//2) on `[N, T, H, W, C]` (padding never
+    wins: -inf). On CPU as the running maximum of shifted windows, where a later tap replaces the
+    running value only if strictly larger, so the gradient goes to the first maximum of each
+    window in scan order, as with PyTorch's and XLA's max pooling: the same values and gradients,
+    but XLA's CPU backend runs reduce_window's gradient (select-and-scatter) about 4x slower than
+    this form's (MViT's skip path at 56², batch 2). Elsewhere reduce_window (nn.max_pool), which
+    accelerators run well."""
+    if jax.default_backend() != "cpu":
+        return nn.max_pool(x, kernel_size, strides=stride, padding=_pad(kernel_size))
     result = None
-    for a in range(ksize[0]):
-        for b in range(ksize[1]):
-            for c in range(ksize[2]):
-                start = (0, a, b, c, 0)
-                limit = (
-                    padded.shape[0],
-                    a + (out[0] - 1) * stride[0] + 1,
-                    b + (out[1] - 1) * stride[1] + 1,
-                    c + (out[2] - 1) * stride[2] + 1,
-                    padded.shape[4],
-                )
-                window = jax.lax.slice(padded, start, limit, (1,) + tuple(stride) + (1,))
-                term = window * kernel[a, b, c, 0]
-                result = term if result is None else result + term
+    for _, window in shifted_windows(x, kernel_size, stride, -jnp.inf):
+        result = window if result is None else jnp.where(window > result, window, result)
     return result
 
 
@@ -301,7 +361,7 @@ class DepthwiseConv3d(nn.Module):
             large = x.size >= SHIFTED_MIN_ELEMENTS
             impl = "shifted" if jax.default_backend() == "cpu" and large else "grouped"
         if impl == "shifted":
-            return depthwise_conv3d_shifted(x, kernel, self.stride)
+            return depthwise_conv3d_shifted(x, kernel, tuple(self.stride))
         if impl != "grouped":
             raise ValueError(f"depthwise impl must be auto, shifted or grouped, got {impl!r}")
         return jax.lax.conv_general_dilated(
@@ -428,13 +488,7 @@ class MultiscaleBlock(nn.Module):
             kernel = tuple(s + 1 if s > 1 else s for s in cnf.stride_q)
             cls, tokens = _split_cls(x, self.class_token)
             b, c = x.shape[0], x.shape[-1]
-            # Flax pads max pooling with -inf, as PyTorch's MaxPool3d does.
-            pooled = nn.max_pool(
-                tokens.reshape((b,) + tuple(thw) + (c,)),
-                kernel,
-                strides=cnf.stride_q,
-                padding=_pad(kernel),
-            )
+            pooled = max_pool3d(tokens.reshape((b,) + tuple(thw) + (c,)), kernel, cnf.stride_q)
             x = _join_cls(cls, pooled.reshape(b, -1, c))
         x = x + drop(attn, deterministic=not train)
         h = _layer_norm("norm2")(x)

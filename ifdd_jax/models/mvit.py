@@ -48,7 +48,6 @@ Parameter names mirror torchvision's keys (see ifdd_jax/convert/families.py):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 from collections.abc import Iterator, Sequence
 
@@ -275,49 +274,16 @@ def shifted_windows(
         yield tap, window
 
 
-def _shifted_conv_sum(x: jax.Array, kernel: jax.Array, stride: Triple) -> jax.Array:
+def depthwise_conv3d_shifted(x: jax.Array, kernel: jax.Array, stride: Sequence[int]) -> jax.Array:
+    """Depthwise 3D convolution with symmetric padding kernel//2, as a sum of strided, shifted
+    slices times the per-channel taps: the grouped convolution's result. `[N, T, H, W, C]`, kernel
+    `[kt, kh, kw, 1, C]` -> `[N, T', H', W', C]`. XLA's CPU backend runs grouped convolutions (and
+    above all their gradients) 15-35x slower than this form for MViT's pooling."""
     result = None
     for (a, b, c), window in shifted_windows(x, kernel.shape[:3], stride):
         term = window * kernel[a, b, c, 0]
         result = term if result is None else result + term
     return result
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def depthwise_conv3d_shifted(x: jax.Array, kernel: jax.Array, stride: Triple) -> jax.Array:
-    """Depthwise 3D convolution with symmetric padding kernel//2, as a sum of strided, shifted
-    slices times the per-channel taps: the grouped convolution's result. `[N, T, H, W, C]`, kernel
-    `[kt, kh, kw, 1, C]` -> `[N, T', H', W', C]`. XLA's CPU backend runs grouped convolutions (and
-    above all their gradients) 15-35x slower than this form for MViT's pooling.
-
-    Its gradient is written out (`_shifted_conv_bwd`) so that only x and the kernel are kept for
-    the backward pass: differentiating the sum directly keeps every tap's window alive from the
-    forward to the backward pass, and in the whole IFDD-3DViT train step XLA's CPU backend then
-    writes all 27 windows out (27 copies of the output; 30 % of the step's time at batch 2)."""
-    return _shifted_conv_sum(x, kernel, stride)
-
-
-def _shifted_conv_fwd(
-    x: jax.Array, kernel: jax.Array, stride: Triple
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    return _shifted_conv_sum(x, kernel, stride), (x, kernel)
-
-
-def _shifted_conv_bwd(
-    stride: Triple, residuals: tuple[jax.Array, jax.Array], g: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """d/dx: the transpose of the (linear in x) sum, as autodiff forms it; d/dkernel: per tap, the
-    window (recomputed from x, fused into the reduction) times g, summed over N, T', H', W'."""
-    x, kernel = residuals
-    _, input_vjp = jax.vjp(lambda x: _shifted_conv_sum(x, kernel, stride), x)
-    taps = [
-        jnp.sum(window * g, axis=(0, 1, 2, 3))
-        for _, window in shifted_windows(x, kernel.shape[:3], stride)
-    ]
-    return input_vjp(g)[0], jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
-
-
-depthwise_conv3d_shifted.defvjp(_shifted_conv_fwd, _shifted_conv_bwd)
 
 
 def max_pool3d(x: jax.Array, kernel_size: Triple, stride: Triple) -> jax.Array:
@@ -361,7 +327,7 @@ class DepthwiseConv3d(nn.Module):
             large = x.size >= SHIFTED_MIN_ELEMENTS
             impl = "shifted" if jax.default_backend() == "cpu" and large else "grouped"
         if impl == "shifted":
-            return depthwise_conv3d_shifted(x, kernel, tuple(self.stride))
+            return depthwise_conv3d_shifted(x, kernel, self.stride)
         if impl != "grouped":
             raise ValueError(f"depthwise impl must be auto, shifted or grouped, got {impl!r}")
         return jax.lax.conv_general_dilated(

@@ -77,6 +77,10 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 import numpy as np  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# "Ours" is this checkout's ifdd_jax even where another copy is installed (a script's sys.path
+# starts at bench/, so an installed or editable ifdd_jax would otherwise win).
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 CONFIG = "configs/dfew.py:model=ifdd_3dvit,flavor=reference"
 FRAMES, SIZE = 16, 224  # the released backbone hard-codes its token grid for these
 MODES = ("released_fp32", "released_bf16", "ours_fp32", "ours_bf16")

@@ -21,7 +21,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from ifdd_jax import evaluate, recipe, sharding, train, train_state
+from ifdd_jax import evaluate, recipe, sharding, train_state
+from ifdd_jax import train_step as step_lib
 from ifdd_jax.models import build_model
 from ifdd_jax.optim import make_optimizer
 
@@ -50,7 +51,7 @@ def main(argv) -> None:
     t, s, k = config.data.num_frames, config.data.image_size, config.num_classes
     rng = np.random.default_rng(0)
     labels = rng.integers(0, k, batch).astype(np.int32)
-    if train.augments_on_device(config):
+    if step_lib.augments_on_device(config):
         recipe.resolve(config)  # the flavor's jitter and mixing, which the step now applies
         stored = config.data.stored_size or s
         clips = rng.integers(0, 256, (batch, t, stored, stored, 3), dtype=np.uint8)
@@ -59,7 +60,7 @@ def main(argv) -> None:
     train_batch = sharding.global_batch(
         mesh,
         dict(clips=clips, label=labels, target=np.eye(k, dtype=np.float32)[labels]),
-        train.train_keys(config),
+        step_lib.train_keys(config),
     )
     eval_batch = sharding.global_batch(
         mesh,
@@ -73,7 +74,7 @@ def main(argv) -> None:
 
     start = time.perf_counter()
     state = train_state.create_state(model, tx, config, mesh)
-    step = train.make_train_step(model, tx, config, mesh)
+    step = step_lib.make_train_step(model, tx, config, mesh)
     state, _ = step(state, train_batch)
     jax.block_until_ready(state)
     eval_fn = evaluate._compiled_eval_step(model, mesh, train_state.compute_dtype(config))
@@ -95,7 +96,7 @@ def main(argv) -> None:
     print(
         f"model: {config.model_name} ({config.flavor}), input [{batch}, {t}, {s}, {s}, 3], "
         f"{jax.device_count()} x {jax.devices()[0].device_kind}"
-        + (", augmented in the step" if train.augments_on_device(config) else "")
+        + (", augmented in the step" if step_lib.augments_on_device(config) else "")
     )
     print(f"compile s: {compile_s:.1f}")
     print(f"train clips/s: {train_rate:.3f}")

@@ -47,9 +47,9 @@ seconds (ours: jit lower + compile of the train step, the first-compile figure; 
   used for every row, float32 included; `--peak_tflops` overrides it. On a CPU there is no table
   entry: n/a unless --peak_tflops is given.
 
-Without TensorFlow: nothing here imports it (our trainer module does, through the input
-pipeline, so the train step is built from the model, optimizer and loss directly, as
-`ifdd_jax.train.train_step` builds it less its metrics and non-finite bookkeeping). On a GPU,
+Without TensorFlow: nothing here imports it. Our rows run the trainer's own jitted step from
+`ifdd_jax/train_step.py`, which needs no TensorFlow (ifdd_jax/train.py does, through the input
+pipeline). On a GPU,
 JAX's preallocation is turned off (XLA_PYTHON_CLIENT_PREALLOCATE=false unless set) so that torch
 and JAX share the device memory, and torch's cache is emptied before each of our rows.
 """
@@ -277,57 +277,36 @@ def ours_runner(  # long: builds model, optimizer, the jitted train and eval ste
     seed: int,
     empty_torch_cache: Callable[[], None],
 ) -> Runner:
-    """A mode of our IFDD-3DViT; the train step is ifdd_jax.train.train_step's computation
-    (bf16: parameters cast for compute, float32 master copy) without its TF-importing module."""
+    """A mode of our IFDD-3DViT, timed with the trainer's own jitted step
+    (`ifdd_jax.train_step.make_train_step`; bf16: parameters cast for compute, float32 master
+    copy) on one device."""
     import jax
     import jax.numpy as jnp
-    import optax
 
+    from ifdd_jax import sharding, train_state
     from ifdd_jax.config_lib import load_config_file
     from ifdd_jax.models import build_model
-    from ifdd_jax.models.losses import ifdd_loss, smooth_labels
+    from ifdd_jax.models.losses import smooth_labels
     from ifdd_jax.optim import make_optimizer
+    from ifdd_jax.train_step import TRAIN_KEYS, make_train_step
 
     config = load_config_file(str(ROOT / CONFIG))
     config.compute_dtype = "bfloat16" if bf16 else "float32"
+    config.seed = seed
     dtype = jnp.bfloat16 if bf16 else jnp.float32
     model = build_model(config)
     tx, _ = make_optimizer(config, steps_per_epoch=100, total_steps=10_000)
-    x = jax.device_put(jnp.asarray(clips))
+    mesh = sharding.make_mesh(jax.devices()[:1])
     targets = smooth_labels(jnp.asarray(labels), config.num_classes, smoothing)
-    init = jax.jit(lambda c: model.init({"params": jax.random.key(seed)}, c[:1], train=False))
-    variables = init(x)
-    params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    opt_state = tx.init(params)
-
-    def loss_fn(p: Any, rng: jax.Array) -> jax.Array:
-        cast = jax.tree.map(lambda a: a.astype(dtype), p)
-        outputs, _ = model.apply(
-            {"params": cast, "batch_stats": batch_stats},
-            x.astype(dtype),
-            train=True,
-            rngs={"dropout": rng},
-            mutable=["batch_stats"],
-        )
-        outputs = jax.tree.map(lambda a: a.astype(jnp.float32), outputs)
-        loss, _ = ifdd_loss(
-            outputs,
-            targets,
-            lift=config.loss.lift,
-            lift_weight=config.loss.lift_weight,
-            lift_reduction=config.loss.lift_reduction,
-            flavor=config.flavor,
-        )
-        return loss
-
-    def step(p: Any, o: Any, rng: jax.Array) -> tuple[Any, Any]:
-        grads = jax.grad(loss_fn)(p, rng)
-        updates, o = tx.update(grads, o, p)
-        return optax.apply_updates(p, updates), o
+    batch = sharding.global_batch(
+        mesh, {"clips": clips, "label": labels, "target": np.asarray(targets)}, TRAIN_KEYS
+    )
+    x = batch["clips"]
+    first_state = train_state.create_state(model, tx, config, mesh)
+    batch_stats = first_state.batch_stats
 
     start = time.perf_counter()
-    rng = jax.random.key(seed + 1)
-    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state, rng).compile()
+    compiled = make_train_step(model, tx, config, mesh).lower(first_state, batch).compile()
     compile_s = time.perf_counter() - start
 
     def forward(p: Any) -> jax.Array:
@@ -335,18 +314,16 @@ def ours_runner(  # long: builds model, optimizer, the jitted train and eval ste
         return model.apply({"params": cast, "batch_stats": batch_stats}, x.astype(dtype))["logits"]
 
     evaluate_fn = jax.jit(forward)
-    state = {"params": params, "opt": opt_state, "i": 0}
+    state = {"train": first_state}
 
     def train(steps: int) -> None:
         for _ in range(steps):
-            state["i"] += 1
-            rng_i = jax.random.fold_in(rng, state["i"])
-            state["params"], state["opt"] = compiled(state["params"], state["opt"], rng_i)
-        jax.block_until_ready(state["params"])
+            state["train"], _ = compiled(state["train"], batch)
+        jax.block_until_ready(state["train"].params)
 
     def evaluate(steps: int) -> None:
         for _ in range(steps):
-            out = evaluate_fn(state["params"])
+            out = evaluate_fn(state["train"].params)
         jax.block_until_ready(out)
 
     return Runner(

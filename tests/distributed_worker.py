@@ -26,7 +26,8 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 
-from ifdd_jax import sharding, train, train_state  # noqa: E402
+from ifdd_jax import sharding, train_state  # noqa: E402
+from ifdd_jax import train_step as step_lib  # noqa: E402
 from ifdd_jax.config_lib import load_config_file  # noqa: E402
 from ifdd_jax.models import build_model  # noqa: E402
 from ifdd_jax.optim import make_optimizer  # noqa: E402
@@ -43,7 +44,7 @@ def train_few_steps(devices=None) -> dict:
     tx, _ = make_optimizer(config, steps_per_epoch=10, total_steps=100)
     mesh = sharding.make_mesh(devices)
     state = train_state.create_state(model, tx, config, mesh)
-    step = train.make_train_step(model, tx, config, mesh)
+    step = step_lib.make_train_step(model, tx, config, mesh)
     share = GLOBAL_BATCH // jax.process_count()
     lo = jax.process_index() * share
     losses = []
@@ -56,7 +57,7 @@ def train_few_steps(devices=None) -> dict:
             target=np.eye(7, dtype=np.float32)[labels],
         )
         local = {k: v[lo : lo + share] for k, v in full.items()}
-        state, metrics = step(state, sharding.global_batch(mesh, local, train.TRAIN_KEYS))
+        state, metrics = step(state, sharding.global_batch(mesh, local, step_lib.TRAIN_KEYS))
         losses.append(float(metrics.loss.compute()))
     leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
     return dict(

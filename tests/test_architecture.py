@@ -23,6 +23,7 @@ MAX_PREDICT_LINES = 300
 NOT_FOR_MODELS = (
     "ifdd_jax.train",
     "ifdd_jax.train_state",
+    "ifdd_jax.train_step",
     "ifdd_jax.evaluate",
     "ifdd_jax.input_pipeline",
     "ifdd_jax.optim",

@@ -21,6 +21,7 @@ from data_pipeline.configs import get_data_config
 from data_pipeline.pipeline import build_datasets
 from ifdd_jax import device_augment as da
 from ifdd_jax import device_mixing, recipe, sharding, train
+from ifdd_jax import train_step as step_lib
 from tests.data_fixtures import trees
 from tests.tiny_runs import tiny_config, tiny_run_config
 
@@ -426,7 +427,7 @@ def test_a_tiny_run_trains_with_the_switch(tmp_path):
     a = config.data.augment
     a.brightness = a.contrast = a.saturation = a.hue = 0.4
     config.data.mix.enabled, config.data.mix.label_smoothing = True, 0.1
-    assert train.train_keys(config) == ("clips", "label")
+    assert step_lib.train_keys(config) == ("clips", "label")
     workdir = str(tmp_path / "run")
     results = train.train_and_evaluate(config, workdir)
     assert np.isfinite(results["uar"])

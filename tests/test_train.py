@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from ifdd_jax import checkpointing, evaluate, input_pipeline, sharding, train, train_state
+from ifdd_jax import train_step as step_lib
 from ifdd_jax.config_lib import load_config_file
 from ifdd_jax.metrics import ConfusionMatrix, recall_report
 from ifdd_jax.models import build_model
@@ -154,8 +155,8 @@ def test_one_step_is_the_same_on_1_and_8_devices():
     for devices in (jax.devices()[:1], jax.devices()[:8]):
         mesh = sharding.make_mesh(devices)
         state = train_state.create_state(model, tx, config, mesh)
-        step = train.make_train_step(model, tx, config, mesh)
-        state, metrics = step(state, sharding.global_batch(mesh, local, train.TRAIN_KEYS))
+        step = step_lib.make_train_step(model, tx, config, mesh)
+        state, metrics = step(state, sharding.global_batch(mesh, local, step_lib.TRAIN_KEYS))
         results.append(
             (
                 float(metrics.loss.compute()),
@@ -176,11 +177,11 @@ def test_a_non_finite_step_is_not_applied_and_stops_the_run():
     mesh = sharding.make_mesh(jax.devices()[:1])
     state = train_state.create_state(model, tx, config, mesh)
     before = jax.device_get(state.params)
-    step = train.make_train_step(model, tx, config, mesh)
+    step = step_lib.make_train_step(model, tx, config, mesh)
     bad = _batch()
     bad["clips"][0, 0, 0, 0, 0] = np.nan
-    state, _ = step(state, sharding.global_batch(mesh, bad, train.TRAIN_KEYS))
-    state, _ = step(state, sharding.global_batch(mesh, _batch(seed=1), train.TRAIN_KEYS))
+    state, _ = step(state, sharding.global_batch(mesh, bad, step_lib.TRAIN_KEYS))
+    state, _ = step(state, sharding.global_batch(mesh, _batch(seed=1), step_lib.TRAIN_KEYS))
     assert int(state.nonfinite_step) == 0 and int(state.step) == 2
     after = jax.device_get(state.params)
     assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
@@ -194,8 +195,8 @@ def test_bfloat16_compute_runs():
     tx, _ = make_optimizer(config, steps_per_epoch=10, total_steps=100)
     mesh = sharding.make_mesh(jax.devices()[:1])
     state = train_state.create_state(model, tx, config, mesh)
-    state, metrics = train.make_train_step(model, tx, config, mesh)(
-        state, sharding.global_batch(mesh, _batch(), train.TRAIN_KEYS)
+    state, metrics = step_lib.make_train_step(model, tx, config, mesh)(
+        state, sharding.global_batch(mesh, _batch(), step_lib.TRAIN_KEYS)
     )
     assert np.isfinite(float(metrics.loss.compute()))
     assert jax.tree.leaves(state.params)[0].dtype == jnp.float32

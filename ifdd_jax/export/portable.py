@@ -5,6 +5,9 @@ export traces the model (`portable`); the model files are unchanged and training
   accelerators) instead of "auto", whose CPU choice depends on the element count, which a dynamic
   batch leaves unknown (jax.export cannot decide `x.size >= n` for a symbolic batch). Both forms
   compute the same convolution.
+* MViT's attention core runs in its "dense" form (mvit.auto_attention_as; the accelerators'
+  form) instead of "auto", which on a CPU host would trace the per-frame loop (a while loop the
+  exporters' targets would have to carry). Both forms compute the same attention.
 For TFLite (`tflite=True`), whose converter accepts fewer forms, two more:
 * ISSM's frame reads at the interpolation positions (Eq. 4,
   issm.interpolate_frames) select the two frames with a one-hot product, out[b, k] =
@@ -106,7 +109,10 @@ def portable(tflite: bool = False) -> Iterator[None]:
         issm.interpolate_frames = interpolate_frames_onehot
         mvit.decomposed_rel_pos = decomposed_rel_pos_low_rank
     try:
-        with nn.intercept_methods(_depthwise_as("shifted" if tflite else "grouped")):
+        with (
+            mvit.auto_attention_as("dense"),
+            nn.intercept_methods(_depthwise_as("shifted" if tflite else "grouped")),
+        ):
             yield
     finally:
         issm.interpolate_frames, mvit.decomposed_rel_pos = originals

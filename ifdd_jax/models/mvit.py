@@ -47,9 +47,11 @@ Parameter names mirror torchvision's keys (see ifdd_jax/convert/families.py):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -189,6 +191,38 @@ def resize_table(table: jax.Array, length: int) -> jax.Array:
     return m @ table
 
 
+def rel_pos_tables(
+    q_thw: Triple,
+    k_thw: Triple,
+    rel_pos_t: jax.Array,
+    rel_pos_h: jax.Array,
+    rel_pos_w: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The per-axis relative-position embeddings of every (query, key) pair: tables `[rows, D]`
+    (resized to the grids where needed) -> `[q_t, k_t, D]`, `[q_h, k_h, D]`, `[q_w, k_w, D]`."""
+    gathered = []
+    for table, qs, ks in zip((rel_pos_t, rel_pos_h, rel_pos_w), q_thw, k_thw):
+        table = resize_table(table, 2 * max(qs, ks) - 1)
+        gathered.append(table[rel_pos_index(qs, ks)])
+    return gathered[0], gathered[1], gathered[2]
+
+
+def rel_pos_logits(
+    q: jax.Array, q_thw: Triple, rt: jax.Array, rh: jax.Array, rw: jax.Array
+) -> jax.Array:
+    """R_t + R_h + R_w of each (query, key) pair from the gathered embeddings (rel_pos_tables):
+    q `[B, heads, q_t·q_h·q_w, D]`, rt `[q_t, k_t, D]`, rh `[q_h, k_h, D]`, rw `[q_w, k_w, D]` ->
+    `[B, heads, Nq, k_t·k_h·k_w]`."""
+    qt, qh, qw = q_thw
+    b, n, _, d = q.shape
+    r_q = q.reshape(b, n, qt, qh, qw, d)
+    rel_t = jnp.einsum("bnthwc,tkc->bnthwk", r_q, rt)
+    rel_h = jnp.einsum("bnthwc,hkc->bnthwk", r_q, rh)
+    rel_w = jnp.einsum("bnthwc,wkc->bnthwk", r_q, rw)
+    rel = rel_t[..., :, None, None] + rel_h[..., None, :, None] + rel_w[..., None, None, :]
+    return rel.reshape(b, n, qt * qh * qw, rt.shape[1] * rh.shape[1] * rw.shape[1])
+
+
 def decomposed_rel_pos(
     q: jax.Array,
     q_thw: Triple,
@@ -206,19 +240,114 @@ def decomposed_rel_pos(
     Returns:
       `[B, heads, Nq, Nk]` (non-class tokens), R_t + R_h + R_w of each (query, key) pair.
     """
-    (qt, qh, qw), (kt, kh, kw) = q_thw, k_thw
-    tables = []
-    for table, qs, ks in ((rel_pos_t, qt, kt), (rel_pos_h, qh, kh), (rel_pos_w, qw, kw)):
-        table = resize_table(table, 2 * max(qs, ks) - 1)
-        tables.append(table[rel_pos_index(qs, ks)])  # [q_size, k_size, D]
-    rt, rh, rw = tables
+    tables = rel_pos_tables(q_thw, k_thw, rel_pos_t, rel_pos_h, rel_pos_w)
+    return rel_pos_logits(q, q_thw, *tables)
+
+
+# ---------------------------------------------------------------------------------------------
+# The attention core: softmax(q·kᵀ/√D + R) v + q (residual pooling), in two equal forms.
+
+
+def dense_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    q_thw: Triple,
+    k_thw: Triple,
+    rel_tables: tuple[jax.Array, jax.Array, jax.Array],
+    class_token: bool,
+) -> jax.Array:
+    """The attention core over all queries at once (the form used on accelerators and by the
+    exporters). q `[B, heads, (1 +) Nq, D]`, k and v `[B, heads, (1 +) Nk, D]`, rel_tables
+    `[rows, D]` x 3 -> `[B, heads, (1 +) Nq, D]`. The class token (row/column 0 where present)
+    has no grid position: no relative positions for it, and residual pooling skips it."""
+    lead = 1 if class_token else 0
+    head_dim = q.shape[-1]
+    logits = jnp.einsum("bnqd,bnkd->bnqk", q * head_dim**-0.5, k)
+    rel = decomposed_rel_pos(q[:, :, lead:], q_thw, k_thw, *rel_tables)
+    logits = logits + jnp.pad(rel, ((0, 0), (0, 0), (lead, 0), (lead, 0)))
+    weights = jax.nn.softmax(logits, axis=-1)
+    out = jnp.einsum("bnqk,bnkd->bnqd", weights, v)
+    return out + jnp.pad(q[:, :, lead:], ((0, 0), (0, 0), (lead, 0), (0, 0)))
+
+
+def frame_chunked_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    q_thw: Triple,
+    k_thw: Triple,
+    rel_tables: tuple[jax.Array, jax.Array, jax.Array],
+    class_token: bool,
+) -> jax.Array:
+    """dense_attention's result, one query frame at a time (`lax.map` over the query grid's t):
+    each frame's logits `[B, heads, q_h·q_w, Nk]` stay in cache through the relative-position
+    add, the softmax and the product with v, where the dense form writes and rereads the whole
+    logits tensor several times (MViT-S's first stage: 25088 queries x 392 keys per head and
+    clip). The class key's logit is kept as a column of its own in the softmax instead of padding
+    the relative positions with it. On a 2-core CPU this halves the attention core's time in the
+    first two stages, forward and backward. Same shapes as dense_attention."""
+    lead = 1 if class_token else 0
     b, n, _, d = q.shape
-    r_q = q.reshape(b, n, qt, qh, qw, d)
-    rel_t = jnp.einsum("bnthwc,tkc->bnthwk", r_q, rt)
-    rel_h = jnp.einsum("bnthwc,hkc->bnthwk", r_q, rh)
-    rel_w = jnp.einsum("bnthwc,wkc->bnthwk", r_q, rw)
-    rel = rel_t[..., :, None, None] + rel_h[..., None, :, None] + rel_w[..., None, None, :]
-    return rel.reshape(b, n, qt * qh * qw, kt * kh * kw)
+    scale = d**-0.5
+    qt, qh, qw = q_thw
+    rt, rh, rw = rel_pos_tables(q_thw, k_thw, *rel_tables)
+    k_cls, k_grid = k[:, :, :lead], k[:, :, lead:]
+    v_cls, v_grid = v[:, :, :lead], v[:, :, lead:]
+
+    def one_frame(frame: tuple[jax.Array, jax.Array]) -> jax.Array:
+        q_frame, rt_frame = frame  # [B, heads, q_h·q_w, D], [1, k_t, D]
+        logits = jnp.einsum("bnqd,bnkd->bnqk", q_frame * scale, k_grid)
+        logits = logits + rel_pos_logits(q_frame, (1, qh, qw), rt_frame, rh, rw)
+        peak = jnp.max(logits, axis=-1, keepdims=True)
+        if class_token:
+            cls_logit = jnp.einsum("bnqd,bnkd->bnqk", q_frame * scale, k_cls)  # [.., q, 1]
+            peak = jnp.maximum(peak, cls_logit)
+        # The shift only keeps exp in range; it cancels in the ratio (no gradient through it).
+        peak = jax.lax.stop_gradient(peak)
+        weights = jnp.exp(logits - peak)
+        total = jnp.sum(weights, axis=-1, keepdims=True)
+        out = jnp.einsum("bnqk,bnkd->bnqd", weights, v_grid)
+        if class_token:
+            cls_weight = jnp.exp(cls_logit - peak)
+            total = total + cls_weight
+            out = out + cls_weight * v_cls
+        return out / total + q_frame
+
+    q_grid = q[:, :, lead:].reshape(b, n, qt, qh * qw, d)
+    frames = jax.lax.map(one_frame, (jnp.moveaxis(q_grid, 2, 0), rt[:, None]))
+    out = jnp.moveaxis(frames, 0, 2).reshape(b, n, qt * qh * qw, d)
+    if class_token:
+        cls_row = jax.nn.softmax(jnp.einsum("bnqd,bnkd->bnqk", q[:, :, :1] * scale, k), axis=-1)
+        out = jnp.concatenate([jnp.einsum("bnqk,bnkd->bnqd", cls_row, v), out], axis=2)
+    return out
+
+
+ATTENTION_IMPLS = {"dense": dense_attention, "chunked": frame_chunked_attention}
+
+
+@contextlib.contextmanager
+def auto_attention_as(impl: str) -> Iterator[None]:
+    """Within this context every MultiscaleAttention built with attention_impl="auto" runs as
+    `impl`, with its own parameters. Used where the traced program must not depend on the host:
+    the exporters (no per-frame loop in the exported graph) and FLOP counts (XLA's cost analysis
+    counts a loop body once)."""
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"attention impl must be dense or chunked, got {impl!r}")
+
+    def intercept(next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
+        module = context.module
+        if (
+            context.method_name == "__call__"
+            and isinstance(module, MultiscaleAttention)
+            and module.attention_impl == "auto"
+        ):
+            fixed = module.clone(parent=None, attention_impl=impl)
+            return fixed.apply({"params": module.variables["params"]}, *args, **kwargs)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(intercept):
+        yield
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,6 +494,8 @@ class MultiscaleAttention(nn.Module):
     grid (the leading class token row only with `class_token`).
 
     `rel_pos_rows` are the (temporal, spatial) lengths of the relative-position tables.
+    `attention_impl`: "dense" (dense_attention), "chunked" (frame_chunked_attention) or "auto":
+    chunked on CPU, dense elsewhere (accelerators keep the one-shot form; export traces dense).
     """
 
     output_channels: int
@@ -375,6 +506,7 @@ class MultiscaleAttention(nn.Module):
     stride_kv: Triple
     rel_pos_rows: tuple[int, int]
     class_token: bool = True
+    attention_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, thw: Triple) -> tuple[jax.Array, Triple]:
@@ -396,26 +528,19 @@ class MultiscaleAttention(nn.Module):
         q_thw = thw
         if np.prod(self.kernel_q) > 1 or np.prod(self.stride_q) > 1:
             q, q_thw = AttentionPool(self.kernel_q, self.stride_q, cls, name="pool_q")(q, thw)
-        # The class token (row/column 0 where present) has no grid position: no relative
-        # positions for it, and residual pooling skips it.
-        lead = 1 if cls else 0
-
-        logits = jnp.einsum("bnqd,bnkd->bnqk", q * head_dim**-0.5, k)
+        impl = self.attention_impl
+        if impl == "auto":
+            impl = "chunked" if jax.default_backend() == "cpu" else "dense"
+        if impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention impl must be auto, dense or chunked, got {impl!r}")
         t_rows, s_rows = self.rel_pos_rows
         init = trunc_normal_init(0.02)
-        rel = decomposed_rel_pos(
-            q[:, :, lead:],
-            q_thw,
-            k_thw,
+        tables = (
             self.param("rel_pos_t", init, (t_rows, head_dim)),
             self.param("rel_pos_h", init, (s_rows, head_dim)),
             self.param("rel_pos_w", init, (s_rows, head_dim)),
         )
-        logits = logits + jnp.pad(rel, ((0, 0), (0, 0), (lead, 0), (lead, 0)))
-        weights = jax.nn.softmax(logits, axis=-1)
-        out = jnp.einsum("bnqk,bnkd->bnqd", weights, v)
-        # Residual pooling: the pooled query is added to every non-class output token.
-        out = out + jnp.pad(q[:, :, lead:], ((0, 0), (0, 0), (lead, 0), (0, 0)))
+        out = ATTENTION_IMPLS[impl](q, k, v, q_thw, k_thw, tables, cls)
         out = out.transpose(0, 2, 1, 3).reshape(b, -1, self.output_channels)
         return _dense(self.output_channels, "project")(out), q_thw
 
@@ -428,6 +553,7 @@ class MultiscaleBlock(nn.Module):
     rel_pos_rows: tuple[int, int]
     drop_path: float = 0.0
     class_token: bool = True
+    attention_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, thw: Triple, *, train: bool) -> tuple[jax.Array, Triple]:
@@ -445,6 +571,7 @@ class MultiscaleBlock(nn.Module):
             cnf.stride_kv,
             self.rel_pos_rows,
             self.class_token,
+            self.attention_impl,
             name="attn",
         )(x_norm, thw)
         if cnf.input_channels != cnf.output_channels:
@@ -478,6 +605,8 @@ class MViT(nn.Module):
       patch_kernel, patch_stride, patch_padding: the Conv3d patch embedding.
       temporal_pool: after the patch embedding, average non-overlapping groups of this many token
         frames (the released IFDD's AvgPool3d((2, 1, 1)) for 32-frame clips; 1: none).
+      attention_impl: every block's attention core, "auto", "dense" or "chunked" (see
+        MultiscaleAttention); the same computation and parameters either way.
     """
 
     blocks: Sequence[MViTBlockConfig]
@@ -489,6 +618,7 @@ class MViT(nn.Module):
     patch_padding: Triple = (1, 3, 3)
     class_token: bool = True
     temporal_pool: int = 1
+    attention_impl: str = "auto"
 
     def rel_pos_rows(self, clip_thw: Sequence[int]) -> list[tuple[int, int]]:
         """(temporal, spatial) table lengths of every block for clips of size (T, H, W), sized as
@@ -558,9 +688,10 @@ class MViT(nn.Module):
             if i in starts:
                 outputs[starts.index(i)] = to_map(x, thw)
             rate = self.drop_path * i / (n - 1.0) if n > 1 else 0.0
-            x, thw = MultiscaleBlock(cnf, rows[i], rate, self.class_token, name=f"blocks_{i}")(
-                x, thw, train=train
+            block = MultiscaleBlock(
+                cnf, rows[i], rate, self.class_token, self.attention_impl, name=f"blocks_{i}"
             )
+            x, thw = block(x, thw, train=train)
         x = _layer_norm("norm")(x)
         outputs[len(starts)] = to_map(x, thw)
         levels = [outputs[s] for s in wanted]

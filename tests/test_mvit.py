@@ -15,6 +15,8 @@ from ifdd_jax.models.mvit import (
     MultiscaleBlock,
     MViT,
     block_configs,
+    dense_attention,
+    frame_chunked_attention,
     linear_resize_matrix,
     max_pool3d,
     mvit_v2_s_blocks,
@@ -183,6 +185,24 @@ def test_paper_flavor_uses_three_stages_to_14():
     assert p["pyramid"]["level0_conv"]["kernel"].shape == (3, 3, 96, 96)
 
 
+@pytest.mark.parametrize("model", ["ifdd_3dvit", "baseline_mvit"])
+def test_trunk_stochastic_depth_comes_from_the_config(model):
+    """config.model.trunk_drop_path sets the MViT trunk's last-block rate (the released 0.2 by
+    default and for configs saved without the field); 0 makes training-mode blocks deterministic."""
+    config = _config(model=model, flavor="reference")
+    assert build_model(config).trunk.drop_path == 0.2
+    del config.model["trunk_drop_path"]
+    assert build_model(config).trunk.drop_path == 0.2
+    config.model.trunk_drop_path = 0.0
+    trunk = build_model(config).trunk
+    assert trunk.drop_path == 0.0
+    x = jax.random.normal(jax.random.key(0), (2, 4, 32, 32, 3))
+    tiny = trunk.clone(blocks=trunk.blocks[:2], stages=None, input_size=(4, 32, 32))
+    variables = tiny.init(RNGS, x)
+    run = lambda key: tiny.apply(variables, x, train=True, rngs={"dropout": key})[-1]  # noqa: E731
+    np.testing.assert_array_equal(run(jax.random.key(1)), run(jax.random.key(2)))
+
+
 def test_paper_flavor_has_no_class_token():
     """Appendix: "we also remove the class token of MViT-S". No parameter, and every block carries
     exactly the t·h·w grid tokens (8·56², 8·28², 8·14²: no extra row); the reference flavor keeps
@@ -213,8 +233,9 @@ def _np_softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
+@pytest.mark.parametrize("impl", ["dense", "chunked"])
 @pytest.mark.parametrize("class_token", [False, True])
-def test_attention_without_pooling_matches_the_formula(class_token):
+def test_attention_without_pooling_matches_the_formula(class_token, impl):
     """MViTv2 attention with 1×1×1 kernels and strides (no pooling) and zero relative-position
     tables is, per head, softmax(q kᵀ / sqrt(d)) v + q·[grid row] ("residual pooling" adds the
     query to the grid tokens only), then the output Linear. Without a class token the sums run over
@@ -224,7 +245,7 @@ def test_attention_without_pooling_matches_the_formula(class_token):
     n = int(np.prod(thw)) + (1 if class_token else 0)
     x = np.asarray(jax.random.normal(jax.random.key(0), (1, n, c)))
     ones = (1, 1, 1)
-    attn = MultiscaleAttention(c, heads, ones, ones, ones, ones, (3, 3), class_token)
+    attn = MultiscaleAttention(c, heads, ones, ones, ones, ones, (3, 3), class_token, impl)
     params = attn.init(jax.random.key(1), x, thw)["params"]
     assert not any(k.startswith("pool_") for k in params)
     params = {**params, **{k: jnp.zeros_like(params[k]) for k in params if k.startswith("rel_pos")}}
@@ -244,6 +265,40 @@ def test_attention_without_pooling_matches_the_formula(class_token):
         out[:, h * d : (h + 1) * d] = o
     expected = out @ np.asarray(params["project"]["kernel"]) + np.asarray(params["project"]["bias"])
     np.testing.assert_allclose(np.asarray(got)[0], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("class_token", [False, True])
+def test_frame_chunked_attention_equals_the_dense_form(class_token):
+    """The per-frame attention core (CPU) against the one-shot form (accelerators): the same
+    outputs and the same gradients for q, k, v and the three tables, on grids where queries and
+    keys differ in every axis (so a wrong frame's temporal row or a misplaced class column
+    shows), with logits large enough that the softmax's shift matters."""
+    q_thw, k_thw, heads, d = (3, 4, 5), (3, 2, 3), 2, 8
+    lead = 1 if class_token else 0
+    keys = jax.random.split(jax.random.key(0), 6)
+    # Logits of std ~30 (grid keys) and ~300 (the class key): exp overflows float32 unless the
+    # shift takes the largest logit, the class column's included.
+    q = 10.0 * jax.random.normal(keys[0], (2, heads, lead + int(np.prod(q_thw)), d))
+    k = 3.0 * jax.random.normal(keys[1], (2, heads, lead + int(np.prod(k_thw)), d))
+    k = k.at[:, :, :lead].multiply(10.0)
+    v = jax.random.normal(keys[2], k.shape)
+    tables = tuple(jax.random.normal(key, (n, d)) for key, n in zip(keys[3:], (5, 9, 9)))
+    args = (q, k, v, tables)
+
+    def run(form, q, k, v, tables):
+        return form(q, k, v, q_thw, k_thw, tables, class_token)
+
+    dense = jax.jit(lambda *a: run(dense_attention, *a))
+    chunked = jax.jit(lambda *a: run(frame_chunked_attention, *a))
+    np.testing.assert_allclose(chunked(*args), dense(*args), rtol=1e-5, atol=1e-5)
+    cotangent = jax.random.normal(jax.random.key(1), q.shape)
+    grads = [jax.vjp(f, *args)[1](cotangent) for f in (dense, chunked)]
+    for want, got in zip(*(jax.tree.leaves(g) for g in grads)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    ones = (1, 1, 1)
+    unknown = MultiscaleAttention(d, 1, ones, ones, ones, ones, (3, 3), True, "flash")
+    with pytest.raises(ValueError, match="attention impl"):
+        unknown.init(RNGS, jnp.zeros((1, 5, d)), (1, 2, 2))
 
 
 def test_rel_pos_index_matches_torchvision_formula():
@@ -319,6 +374,25 @@ def test_class_token_and_rel_pos_change_the_output():
     np.testing.assert_allclose(jax.jit(last_only.apply)(v, x)[0], base, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="out of range"):
         _tiny_mvit(stages=(2,)).init(RNGS, x)
+
+
+@pytest.mark.parametrize("class_token", [False, True])
+def test_tiny_mvit_is_the_same_with_either_attention_form(class_token):
+    """A whole tiny trunk with pooled queries and keys, run with the dense and the chunked
+    attention core on the same parameters: the same stage outputs and parameter gradients."""
+    x = jax.random.normal(jax.random.key(0), (2, 4, 32, 32, 3))
+    dense = _tiny_mvit(class_token=class_token, attention_impl="dense")
+    chunked = _tiny_mvit(class_token=class_token, attention_impl="chunked")
+    variables = jax.jit(lambda x: dense.init(RNGS, x))(x)
+
+    def loss(model, p):
+        return sum(jnp.sum(jnp.sin(lv)) for lv in model.apply({"params": p}, x))
+
+    for want, got in zip(jax.jit(dense.apply)(variables, x), jax.jit(chunked.apply)(variables, x)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    grad = lambda model: jax.jit(jax.grad(lambda p: loss(model, p)))(variables["params"])  # noqa: E731
+    for want, got in zip(jax.tree.leaves(grad(dense)), jax.tree.leaves(grad(chunked))):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
 
 
 def test_tiny_mvit_without_class_token():

@@ -95,13 +95,20 @@ def train_step(
     batch_stats = jax.tree.map(lambda x: x.astype(jnp.float32), updates.get("batch_stats", {}))
 
     # A non-finite step is never applied; its step number is kept so the host can stop the run.
+    # One lax.cond picks the whole new or old state: a jnp.where per leaf gives the same values,
+    # but XLA then compiles the selects into every optimizer-update fusion, which more than
+    # doubled the compile time (IFDD-3DViT's train step on CPU: 96 s, against 39 s this way).
     finite = jnp.isfinite(loss) & _all_finite(grads)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    params, batch_stats, opt_state = jax.lax.cond(
+        finite,
+        lambda: (params, batch_stats, opt_state),
+        lambda: (state.params, state.batch_stats, state.opt_state),
+    )
     new_state = state.replace(
         step=state.step + 1,
-        params=keep(params, state.params),
-        batch_stats=keep(batch_stats, state.batch_stats),
-        opt_state=keep(opt_state, state.opt_state),
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=opt_state,
         nonfinite_step=jnp.where(
             (state.nonfinite_step < 0) & ~finite, state.step, state.nonfinite_step
         ),

@@ -73,7 +73,9 @@ PAPER_NUM_BLOCKS = 8  # stages 0-2 of the 10-block backbone: depths [1, 2, 5]
 TRUNK = (
     "mvit"  # the trunk family of config_lib.TRUNK_DEFAULTS (C_S 384 paper / 768 reference, D_c 4)
 )
-TRUNK_DROP_PATH = 0.2  # the released backbone's stochastic depth
+# The released backbone's stochastic depth: config.model.trunk_drop_path's default, and the
+# value for configs saved before that field existed.
+RELEASED_TRUNK_DROP_PATH = 0.2
 
 
 def clip_size(config: ml_collections.ConfigDict) -> Triple:
@@ -115,7 +117,7 @@ def mvit_trunk(
         blocks=blocks,
         input_size=clip_size(config),
         stages=stages,
-        drop_path=TRUNK_DROP_PATH,
+        drop_path=float(config.model.get("trunk_drop_path", RELEASED_TRUNK_DROP_PATH)),
         class_token=class_token,
         **kwargs,
     )

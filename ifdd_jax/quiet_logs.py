@@ -19,6 +19,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
+from typing import IO
 
 # 2: C++ INFO and WARNING lines of TensorFlow and XLA are dropped; errors still show.
 NATIVE_LOG_LEVEL = "2"
@@ -81,22 +82,32 @@ def configure(argv: Sequence[str]) -> bool:
 
 
 @contextlib.contextmanager
+def stderr_fd_to(target: IO) -> Iterator[None]:
+    """While the block runs, file descriptor 2 (stderr of Python and of native code alike) writes
+    to the open file `target`; restored afterwards, also on error."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(target.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
 def native_banners_dropped(enabled: bool = True) -> Iterator[None]:
     """While the block runs, native writes to stderr (file descriptor 2) go to a file; afterwards
     every line that is not a NATIVE_BANNERS line is written back to stderr."""
     if not enabled:
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
         try:
-            yield
+            with stderr_fd_to(captured):
+                yield
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
             captured.seek(0)
             text = captured.read().decode(errors="replace")
             kept = [line for line in text.splitlines() if not NATIVE_BANNERS.search(line)]

@@ -67,6 +67,34 @@ def _main(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_stderr_fd_goes_to_a_file_and_comes_back(tmp_path: Path) -> None:
+    """stderr_fd_to catches what native code writes to descriptor 2 (here os.write) and restores
+    the descriptor afterwards, also when the block raises; native_banners_dropped built on it
+    writes back everything but the banners."""
+    before = os.fstat(2)
+    path = tmp_path / "native.log"
+    with pytest.raises(RuntimeError), open(path, "w") as f, quiet_logs.stderr_fd_to(f):
+        os.write(2, b"converter: op failed at loc(...)\n")
+        raise RuntimeError("conversion failed")
+    assert path.read_text() == "converter: op failed at loc(...)\n"
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+    def dropped(payload: bytes) -> bytes:
+        code = (
+            "import os; from ifdd_jax import quiet_logs\n"
+            "with quiet_logs.native_banners_dropped():\n"
+            f"    os.write(2, {payload!r})\n"
+        )
+        run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True)
+        assert run.returncode == 0, run.stderr
+        return run.stderr
+
+    banner = b"oneDNN custom operations are on. You may see slightly different numbers.\n"
+    assert dropped(banner) == b""
+    assert dropped(b"a real error\n") == b"a real error\n"
+
+
 def test_library_deprecations_are_dropped() -> None:
     keep = quiet_logs.DropLibraryDeprecations()
 

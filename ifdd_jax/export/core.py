@@ -37,7 +37,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -48,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipeline import inputs
+from ifdd_jax import quiet_logs
 from ifdd_jax.export.portable import portable
 from ifdd_jax.trained_run import TrainedModel
 
@@ -340,16 +340,8 @@ def run_savedmodel(out_dir: str, clips: np.ndarray) -> dict[str, np.ndarray]:
 def _stderr_to(path: str) -> Iterator[None]:
     """Sends file descriptor 2 to `path`: the TFLite converter prints each failing op's full MLIR
     location there (pages of text); its exception keeps the message."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "w") as f:
-        os.dup2(f.fileno(), 2)
-    try:
+    with open(path, "w") as f, quiet_logs.stderr_fd_to(f):
         yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def convert_tflite(

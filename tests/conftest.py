@@ -37,3 +37,22 @@ jax.config.update("jax_compilation_cache_dir", _CACHE)
 # the user's ~/.cache (ifdd_jax/compile_cache.py lets this variable win).
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+import pytest  # noqa: E402
+
+from tests.tiny_runs import tiny_run  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    """The session's shared 6-step tiny run (tests/tiny_runs.py), trained once."""
+    return tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def trained(run_dir):
+    """The tiny run loaded for inference (ifdd_jax.trained_run.TrainedModel)."""
+    from ifdd_jax import trained_run
+
+    return trained_run.load_trained(run_dir)

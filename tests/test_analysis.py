@@ -14,12 +14,8 @@ from data_pipeline import inputs
 from ifdd_jax import trained_run
 from ifdd_jax.analysis import curves, efficiency, figures, gradcam, issm_indices, tsne
 from ifdd_jax.models.registry import MODELS
-from tests.test_predict import _clip_folder, tiny_config, tiny_run
-
-
-@pytest.fixture(scope="session")
-def run_dir(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
+from tests.test_predict import _clip_folder
+from tests.tiny_runs import shared_run_config
 
 
 def _png(path: str) -> None:
@@ -71,7 +67,7 @@ def test_gradcam_maps_and_command(run_dir, tmp_path):
 def test_gradcam_refuses_a_model_without_ladm(tmp_path):
     from ifdd_jax.models import build_model
 
-    config = tiny_config(str(tmp_path), model_name="baseline_mobilenet_v2")
+    config = shared_run_config(str(tmp_path), model_name="baseline_mobilenet_v2")
     model = build_model(config)
     clips = jax.ShapeDtypeStruct((1, 8, 32, 32, 3), np.float32)
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), clips)

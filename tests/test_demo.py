@@ -21,20 +21,10 @@ import pytest
 from PIL import Image
 
 from data_pipeline.inputs import Source
-from ifdd_jax import demo, predict, trained_run
-from tests.test_predict import _clip_folder, _frames_of, _write_video, tiny_run
+from ifdd_jax import demo, predict
+from tests.test_predict import _clip_folder, _frames_of, _write_video
 
 CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def trained(run_dir):
-    return trained_run.load_trained(run_dir)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from ifdd_jax.config_lib import load_config_file
 from ifdd_jax.export import core, portable
 from ifdd_jax.export.__main__ import main
 from ifdd_jax.models import build_model, issm, mvit
-from tests.test_predict import tiny_run
 
 onnx = pytest.importorskip("onnx", reason="the export extra (pip install -e '.[export]')")
 onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra")
@@ -130,16 +129,6 @@ def test_portable_forms_compute_what_the_model_computes():
 
 
 # --- the tiny trained run through the command --------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def trained(run_dir):
-    return trained_run.load_trained(run_dir)
 
 
 def _printed_diff(text: str, prefix: str = "") -> float:

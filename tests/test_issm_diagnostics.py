@@ -15,12 +15,7 @@ from ifdd_jax import sharding, train_state
 from ifdd_jax.analysis import issm_diagnostics, param_movement
 from ifdd_jax.optim import make_optimizer
 from ifdd_jax.trained_run import load_trained
-from tests.test_predict import tiny_config, tiny_run
-
-
-@pytest.fixture(scope="session")
-def run_dir(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
+from tests.tiny_runs import shared_run_config, tiny_run
 
 
 def _numbers(value):
@@ -100,7 +95,7 @@ def test_models_without_issm_are_skipped(tmp_path, capsys):
 
     workdir = str(tmp_path / "baseline")
     train.write_config(
-        tiny_config(str(tmp_path / "data"), model_name="baseline_mobilenet_v2"), workdir
+        shared_run_config(str(tmp_path / "data"), model_name="baseline_mobilenet_v2"), workdir
     )  # the config is enough: nothing is restored for a baseline
     out = str(tmp_path / "skip.json")
     assert issm_diagnostics.main(["--workdir", workdir, "--out", out]) == 0

@@ -2,10 +2,9 @@
 synthetic clip, a frame folder, a video written here, a folder of them, the timeline, CSV output,
 face cropping and the errors a user meets.
 
-`tiny_run` trains the checkpoint once per session (reused by tests/test_analysis.py)."""
+The checkpoint is the session's shared tiny run (the `run_dir` fixture, tests/conftest.py)."""
 
 import csv
-import fcntl
 import json
 import os
 import shutil
@@ -18,40 +17,8 @@ from PIL import Image
 
 from data_pipeline import face_crop, inputs
 from ifdd_jax import predict, trained_run
-from tests.tiny_runs import tiny_run_config
 
 TINY_CLASSES = 7
-
-
-def tiny_config(data_dir: str, **overrides):
-    """The shared 6-step run, checkpointed only at its end."""
-    return tiny_run_config(data_dir, **{"checkpoint_every_steps": 6, **overrides})
-
-
-def tiny_run(tmp_path_factory, name: str = "tiny_run", **overrides) -> str:
-    """A workdir trained for 6 steps (config.json, checkpoints, events), made once per session:
-    under pytest-xdist in the folder all workers share, behind a file lock, so whichever worker
-    comes second waits for the first and finds it on disk."""
-    from ifdd_jax import train
-
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent  # shared by the workers of this run
-    workdir = str(base / name)
-    with open(str(base / f"{name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if os.path.isfile(os.path.join(workdir, "results.json")):
-            return workdir
-        shutil.rmtree(workdir, ignore_errors=True)
-        config = tiny_config(str(base / "tiny_synthetic"), **overrides)
-        train.write_config(config, workdir)
-        train.train_and_evaluate(config, workdir)
-    return workdir
-
-
-@pytest.fixture(scope="session")
-def run_dir(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
 
 
 def _clip_folder(run: str) -> str:

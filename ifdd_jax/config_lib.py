@@ -167,9 +167,7 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
     config.model.ladm = "lifting"  # lifting | predictor_first | no_mutual | cnn | none
     config.model.ladm_heads = config_dict.placeholder(int)  # None -> 1 (paper) or 8 (reference)
     config.model.drop_path = 0.2  # whole-sample stochastic depth in the reference LADM
-    # Stochastic depth of the MViT trunks (3DViT models): the last block's rate, rising linearly
-    # from 0 over the blocks; 0.2 is the released backbone's. The MobileNetV2 trunk has none.
-    config.model.trunk_drop_path = 0.2
+    config.model.trunk_drop_path = 0.2  # MViT trunks' last-block stochastic depth (released)
     config.model.head_dropout = 0.5
     config.model.features = config_dict.placeholder(int)  # C_S of X; None -> TRUNK_DEFAULTS
     config.model.width_multiplier = 1.0  # MobileNetV2 trunks' α (the paper uses 1.0)

@@ -86,6 +86,7 @@ def test_imports_without_tensorflow():
         from ifdd_jax.models import build_model
         from ifdd_jax.models.losses import ifdd_loss, smooth_labels
         from ifdd_jax.optim import make_optimizer
+        from ifdd_jax import sharding, train_state, train_step
         build_model(load_config_file({str(ROOT / "configs" / "dfew.py")!r} + ":model=ifdd_3dvit"))
         print("ok")
         """

@@ -116,6 +116,18 @@ def _jobs(
         yield from jobs
 
 
+def padded_batch(num_clips: int, batch_size: int, sizes_run: set[int]) -> int:
+    """The batch that `num_clips` (<= batch_size) clips are padded to. Each batch size is a
+    compiled program (seconds to compile), so a size this run has already used is reused when one
+    fits: the remainder after full batches runs at batch_size. A run that never fills a batch (one
+    clip, a few windows) pads only to the next power of two, not to batch_size: predicting one
+    IFDD-3DViT clip on a CPU costs one clip's forward pass instead of batch_size of them."""
+    fits = [size for size in sizes_run if size >= num_clips]
+    if fits:
+        return min(fits)
+    return min(batch_size, 1 << (num_clips - 1).bit_length())
+
+
 def predict_sources(
     trained: TrainedModel,
     sources: Sequence[Source],
@@ -135,11 +147,14 @@ def predict_sources(
     results: list = []
     errors: list = []
 
+    sizes_run: set[int] = set()
+
     def flush(pending: list[_Job]) -> None:
         clips = np.stack([job.clip for job in pending])
-        # Pad to a fixed batch so that one compiled program serves every batch.
-        if len(pending) < batch_size:
-            pad = np.zeros((batch_size - len(pending),) + clips.shape[1:], clips.dtype)
+        size = padded_batch(len(pending), batch_size, sizes_run)
+        sizes_run.add(size)
+        if len(pending) < size:
+            pad = np.zeros((size - len(pending),) + clips.shape[1:], clips.dtype)
             clips = np.concatenate([clips, pad])
         probs = predict(clips)
         for job, p in zip(pending, probs):

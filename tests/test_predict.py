@@ -154,6 +154,35 @@ def test_predictions_match_the_evaluation_pipeline(run_dir):
     )
 
 
+def test_padded_batch_reuses_a_compiled_size_or_pads_to_a_power_of_two():
+    assert predict.padded_batch(1, 8, set()) == 1  # one clip: one clip's forward pass
+    assert predict.padded_batch(3, 8, set()) == 4
+    assert predict.padded_batch(8, 8, set()) == 8
+    assert predict.padded_batch(5, 6, set()) == 6  # never above batch_size
+    assert predict.padded_batch(3, 8, {8}) == 8  # the remainder reuses the full batch's program
+    assert predict.padded_batch(1, 8, {2, 8}) == 2
+
+
+def test_predicting_one_clip_runs_a_batch_of_one(run_dir, monkeypatch):
+    """The batches predict_sources hands to the model: one clip alone runs at batch 1, and a
+    remainder after full batches is padded to the size already compiled."""
+    trained = trained_run.load_trained(run_dir)
+    seen = []
+    real = predict.make_predict_fn
+
+    def spy(trained):
+        fn = real(trained)
+        return lambda clips: seen.append(clips.shape[0]) or fn(clips)
+
+    monkeypatch.setattr(predict, "make_predict_fn", spy)
+    source = inputs.discover_sources(_clip_folder(run_dir))[0]
+    report = predict.predict_sources(trained, [source], batch_size=8)
+    assert seen == [1] and len(report["results"]) == 1
+    seen.clear()
+    report = predict.predict_sources(trained, [source] * 5, batch_size=2)
+    assert seen == [2, 2, 2] and len(report["results"]) == 5
+
+
 def test_csv_output_face_crop_and_window_seconds(run_dir, tmp_path):
     trained = trained_run.load_trained(checkpoint=os.path.join(run_dir, "checkpoints"))
     frames = np.concatenate([_frames_of(_clip_folder(run_dir))] * 3)  # 24 frames

@@ -117,15 +117,10 @@ def _jobs(
 
 
 def padded_batch(num_clips: int, batch_size: int, sizes_run: set[int]) -> int:
-    """The batch that `num_clips` (<= batch_size) clips are padded to. Each batch size is a
-    compiled program (seconds to compile), so a size this run has already used is reused when one
-    fits: the remainder after full batches runs at batch_size. A run that never fills a batch (one
-    clip, a few windows) pads only to the next power of two, not to batch_size: predicting one
-    IFDD-3DViT clip on a CPU costs one clip's forward pass instead of batch_size of them."""
+    """The batch `num_clips` (<= batch_size) clips are padded to: a size already compiled in this
+    run if one fits, else the next power of two up to batch_size (one clip: one forward pass)."""
     fits = [size for size in sizes_run if size >= num_clips]
-    if fits:
-        return min(fits)
-    return min(batch_size, 1 << (num_clips - 1).bit_length())
+    return min(fits) if fits else min(batch_size, 1 << (num_clips - 1).bit_length())
 
 
 def predict_sources(

@@ -42,8 +42,8 @@ seconds (ours: jit lower + compile of the train step, the first-compile figure; 
   process's peak resident memory is printed once.
 * MFU: FLOPs of one train step / step time / device peak. The FLOPs are XLA's count of our
   lowered train step (`lowered.cost_analysis()["flops"]`) at the row's dtype, traced with the
-  dense attention core (`mvit.auto_attention_as("dense")`, what accelerators run: XLA counts the
-  body of the CPU's per-frame attention loop once), for the released
+  dense attention core (`mvit.auto_forms_as(attention="dense")`, what accelerators run: XLA
+  counts the body of the CPU's per-frame attention loop once), for the released
   rows too (the same network: the same useful work), so MFU compares the rows exactly as clips/s
   does. The peak is the device's dense bf16 matrix peak (`PEAK_BF16_TFLOPS`, e.g. H100 SXM 989),
   used for every row, float32 included; `--peak_tflops` overrides it. On a CPU there is no table
@@ -311,7 +311,7 @@ def ours_runner(  # long: builds model, optimizer, the jitted train and eval ste
     start = time.perf_counter()
     compiled = make_train_step(model, tx, config, mesh).lower(first_state, batch).compile()
     compile_s = time.perf_counter() - start
-    with mvit.auto_attention_as("dense"):
+    with mvit.auto_forms_as(attention="dense"):
         flops = _cost_flops(make_train_step(model, tx, config, mesh).lower(first_state, batch))
 
     def forward(p: Any) -> jax.Array:

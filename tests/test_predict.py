@@ -163,15 +163,14 @@ def test_padded_batch_reuses_a_compiled_size_or_pads_to_a_power_of_two():
     assert predict.padded_batch(1, 8, {2, 8}) == 2
 
 
-def test_predicting_one_clip_runs_a_batch_of_one(run_dir, monkeypatch):
+def test_predicting_one_clip_runs_a_batch_of_one(run_dir, trained, monkeypatch):
     """The batches predict_sources hands to the model: one clip alone runs at batch 1, and a
     remainder after full batches is padded to the size already compiled."""
-    trained = trained_run.load_trained(run_dir)
     seen = []
     real = predict.make_predict_fn
 
-    def spy(trained):
-        fn = real(trained)
+    def spy(model):
+        fn = real(model)
         return lambda clips: seen.append(clips.shape[0]) or fn(clips)
 
     monkeypatch.setattr(predict, "make_predict_fn", spy)

@@ -5,7 +5,7 @@ export traces the model (`portable`); the model files are unchanged and training
   accelerators) instead of "auto", whose CPU choice depends on the element count, which a dynamic
   batch leaves unknown (jax.export cannot decide `x.size >= n` for a symbolic batch). Both forms
   compute the same convolution.
-* MViT's attention core runs in its "dense" form (mvit.auto_attention_as; the accelerators'
+* MViT's attention core runs in its "dense" form (mvit.auto_forms_as; the accelerators'
   form) instead of "auto", which on a CPU host would trace the per-frame loop (a while loop the
   exporters' targets would have to carry). Both forms compute the same attention.
 For TFLite (`tflite=True`), whose converter accepts fewer forms, two more:
@@ -28,33 +28,12 @@ For TFLite (`tflite=True`), whose converter accepts fewer forms, two more:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from ifdd_jax.models import issm, mvit
-
-
-def _depthwise_as(impl: str) -> Callable:
-    """A flax method interceptor running every "auto" DepthwiseConv3d as `impl`, with the
-    module's own kernel."""
-
-    def intercept(next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
-        module = context.module
-        if (
-            context.method_name == "__call__"
-            and isinstance(module, mvit.DepthwiseConv3d)
-            and module.impl == "auto"
-        ):
-            kernel = module.get_variable("params", "kernel")
-            fixed = module.clone(parent=None, impl=impl)
-            return fixed.apply({"params": {"kernel": kernel}}, *args, **kwargs)
-        return next_fun(*args, **kwargs)
-
-    return intercept
 
 
 def interpolate_frames_onehot(x: jax.Array, positions: jax.Array) -> jax.Array:
@@ -109,10 +88,7 @@ def portable(tflite: bool = False) -> Iterator[None]:
         issm.interpolate_frames = interpolate_frames_onehot
         mvit.decomposed_rel_pos = decomposed_rel_pos_low_rank
     try:
-        with (
-            mvit.auto_attention_as("dense"),
-            nn.intercept_methods(_depthwise_as("shifted" if tflite else "grouped")),
-        ):
+        with mvit.auto_forms_as(attention="dense", depthwise="shifted" if tflite else "grouped"):
             yield
     finally:
         issm.interpolate_frames, mvit.decomposed_rel_pos = originals

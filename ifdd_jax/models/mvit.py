@@ -297,11 +297,12 @@ def frame_chunked_attention(
 
     def one_frame(frame: tuple[jax.Array, jax.Array]) -> jax.Array:
         q_frame, rt_frame = frame  # [B, heads, q_h·q_w, D], [1, k_t, D]
-        logits = jnp.einsum("bnqd,bnkd->bnqk", q_frame * scale, k_grid)
+        q_scaled = q_frame * scale
+        logits = jnp.einsum("bnqd,bnkd->bnqk", q_scaled, k_grid)
         logits = logits + rel_pos_logits(q_frame, (1, qh, qw), rt_frame, rh, rw)
         peak = jnp.max(logits, axis=-1, keepdims=True)
         if class_token:
-            cls_logit = jnp.einsum("bnqd,bnkd->bnqk", q_frame * scale, k_cls)  # [.., q, 1]
+            cls_logit = jnp.einsum("bnqd,bnkd->bnqk", q_scaled, k_cls)  # [.., q, 1]
             peak = jnp.maximum(peak, cls_logit)
         # The shift only keeps exp in range; it cancels in the ratio (no gradient through it).
         peak = jax.lax.stop_gradient(peak)
@@ -324,30 +325,6 @@ def frame_chunked_attention(
 
 
 ATTENTION_IMPLS = {"dense": dense_attention, "chunked": frame_chunked_attention}
-
-
-@contextlib.contextmanager
-def auto_attention_as(impl: str) -> Iterator[None]:
-    """Within this context every MultiscaleAttention built with attention_impl="auto" runs as
-    `impl`, with its own parameters. Used where the traced program must not depend on the host:
-    the exporters (no per-frame loop in the exported graph) and FLOP counts (XLA's cost analysis
-    counts a loop body once)."""
-    if impl not in ATTENTION_IMPLS:
-        raise ValueError(f"attention impl must be dense or chunked, got {impl!r}")
-
-    def intercept(next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
-        module = context.module
-        if (
-            context.method_name == "__call__"
-            and isinstance(module, MultiscaleAttention)
-            and module.attention_impl == "auto"
-        ):
-            fixed = module.clone(parent=None, attention_impl=impl)
-            return fixed.apply({"params": module.variables["params"]}, *args, **kwargs)
-        return next_fun(*args, **kwargs)
-
-    with nn.intercept_methods(intercept):
-        yield
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,6 +414,7 @@ def max_pool3d(x: jax.Array, kernel_size: Triple, stride: Triple) -> jax.Array:
 # forward, +0.4 s with the gradient), which dominates only for the few steps of tests on tiny maps
 # (24K elements: 7 against 0.15 ms). Real clips (112 px and up, any batch) are far above it.
 SHIFTED_MIN_ELEMENTS = 1 << 16
+DEPTHWISE_IMPLS = ("grouped", "shifted")
 
 
 class DepthwiseConv3d(nn.Module):
@@ -458,10 +436,10 @@ class DepthwiseConv3d(nn.Module):
         if impl == "auto":
             large = x.size >= SHIFTED_MIN_ELEMENTS
             impl = "shifted" if jax.default_backend() == "cpu" and large else "grouped"
+        if impl not in DEPTHWISE_IMPLS:
+            raise ValueError(f"depthwise impl must be auto, shifted or grouped, got {impl!r}")
         if impl == "shifted":
             return depthwise_conv3d_shifted(x, kernel, self.stride)
-        if impl != "grouped":
-            raise ValueError(f"depthwise impl must be auto, shifted or grouped, got {impl!r}")
         return jax.lax.conv_general_dilated(
             x,
             kernel,
@@ -699,3 +677,38 @@ class MViT(nn.Module):
         outputs[len(starts)] = to_map(x, thw)
         levels = [outputs[s] for s in wanted]
         return (levels, x) if return_tokens else levels
+
+
+@contextlib.contextmanager
+def auto_forms_as(*, attention: str | None = None, depthwise: str | None = None) -> Iterator[None]:
+    """Within this context the modules built with "auto" run in a fixed form, each with its own
+    parameters: every MultiscaleAttention as `attention` ("dense" or "chunked"), every
+    DepthwiseConv3d as `depthwise` ("grouped" or "shifted"); None leaves that kind on "auto".
+    Used where the traced program must not depend on the host or the batch: the exporters (no
+    per-frame loop in the graph, no size test on a symbolic batch) and FLOP counts (XLA's cost
+    analysis counts a loop body once)."""
+    if attention is not None and attention not in ATTENTION_IMPLS:
+        raise ValueError(f"attention impl must be dense or chunked, got {attention!r}")
+    if depthwise is not None and depthwise not in DEPTHWISE_IMPLS:
+        raise ValueError(f"depthwise impl must be shifted or grouped, got {depthwise!r}")
+    # (module class, its form field, the form to run) for each kind that is fixed.
+    rules = [
+        (cls, field, form)
+        for cls, field, form in (
+            (MultiscaleAttention, "attention_impl", attention),
+            (DepthwiseConv3d, "impl", depthwise),
+        )
+        if form is not None
+    ]
+
+    def intercept(next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
+        module = context.module
+        if context.method_name == "__call__":
+            for cls, field, form in rules:
+                if isinstance(module, cls) and getattr(module, field) == "auto":
+                    fixed = module.clone(parent=None, **{field: form})
+                    return fixed.apply({"params": module.variables["params"]}, *args, **kwargs)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(intercept):
+        yield

@@ -37,9 +37,14 @@ ABLATIONS: dict[str, dict] = {
 # network's trunk family (and, given per flavor, on the flavor): C_S of X (`features`) and D_c of
 # ISSM's Eq. 1 (`channel_compression`, the paper's 1 for 2DCNN and 4 for 3DViT). The model
 # constructors read these fields through `model_setting`.
+# C_S, where the paper contradicts itself (docs/reference-ifdd.md §8): its appendix extracts
+# "768-dimension feature vectors" from IFDD-3DViT (the released width too), so the paper flavor
+# uses 768 there. For IFDD-2DCNN the appendix speaks of "the 128-dimension features" while its
+# cost table (1.18 M parameters) is reproduced by 64 (128 gives 1.79 M); 128 is also ISSM's d_T,
+# a likely source of the phrase. 64 it is; `--config.model.features=128` gives the other reading.
 TRUNK_DEFAULTS: dict[str, dict] = {
     "mobilenet_v2": dict(features=64, channel_compression=1),
-    "mvit": dict(features=dict(paper=384, reference=768), channel_compression=4),
+    "mvit": dict(features=768, channel_compression=4),
 }
 
 # Arguments every dataset config accepts after the colon, with their defaults.
@@ -52,6 +57,8 @@ MODEL_ARGS = dict(
     issm_offset_input="",
     stem_temporal_stride="",
     ladm="",
+    ladm_mlp="",
+    ladm_norm="",
     lift_loss="",
     ablation="",
 )
@@ -166,6 +173,11 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
     config.model.stem_temporal_stride = 2
     config.model.ladm = "lifting"  # lifting | predictor_first | no_mutual | cnn | none
     config.model.ladm_heads = config_dict.placeholder(int)  # None -> 1 (paper) or 8 (reference)
+    # The operator after each lifting attention (Eq. 7's "MLP"): mlp (Linear-GELU-Linear) |
+    # linear | linear_gelu; None -> mlp (paper) or linear (reference). models/ladm.py says why.
+    config.model.ladm_mlp = config_dict.placeholder(str)
+    # LayerNorms on X_S and X_D before lifting: input | none; None -> input (both flavors).
+    config.model.ladm_norm = config_dict.placeholder(str)
     config.model.drop_path = 0.2  # whole-sample stochastic depth in the reference LADM
     config.model.trunk_drop_path = 0.2  # MViT trunks' last-block stochastic depth (released)
     config.model.head_dropout = 0.5
@@ -188,8 +200,7 @@ def model_setting(config: ml_collections.ConfigDict, key: str, trunk: str) -> An
     value = config.model[key]
     if value is not None:
         return value
-    default = TRUNK_DEFAULTS[trunk][key]
-    return default[config.flavor] if isinstance(default, dict) else default
+    return TRUNK_DEFAULTS[trunk][key]
 
 
 def finalize_dataset(
@@ -219,6 +230,8 @@ def apply_model_args(config: ml_collections.ConfigDict, args: ml_collections.Con
         issm_range=("model", "issm_range"),
         issm_offset_input=("model", "issm_offset_input"),
         ladm=("model", "ladm"),
+        ladm_mlp=("model", "ladm_mlp"),
+        ladm_norm=("model", "ladm_norm"),
         lift_loss=("loss", "lift"),
     ).items():
         if args[arg_key]:

@@ -1,9 +1,12 @@
 """AdamW with linear warmup and cosine decay, the weight-decay mask and gradient clipping.
 
 Paper vs released recipe (`flavor`), written here once:
-* paper: lr 1e-4, 10 warmup epochs rising linearly from 1e-6, then cosine decay, all per step;
-  weight decay (1e-3, the released value; the paper gives none) on weights only — biases, norm
-  scales and 1-D parameters, positional/relative-position tables and tokens are not decayed.
+* paper: lr 1e-4, 10 warmup epochs rising linearly from 1e-6, then cosine decay (the paper);
+  stepping the lr every step rather than every epoch is our choice. Weight decay 1e-3 (the
+  paper's and the released value); applying it to weights only is our choice, as is the cosine's
+  end lr (lr · end_lr_ratio = 1e-6, the released cosine function's default end): biases
+  (including ISSM's per-frame b_T `[T, d_T]`), norm scales and other 1-D parameters,
+  positional/relative-position tables and tokens are not decayed.
 * reference: the released trainer sets the lr once per epoch. Its base lr is lr/32 · batch
   (5e-5 at batch 16) and its end lr is base · 0.01; epochs e ≥ W (W = 10 warmup epochs of E = 100)
   follow end + (base - end)·(1 + cos(π(e - W)/(E - W)))/2. Warmup epochs e < W use
@@ -106,7 +109,8 @@ def decay_mask(params: Any, flavor: str) -> Any:
         if flavor == "reference":
             return True
         name = jax.tree_util.keystr(path).lower()
-        if any(word in name for word in ("pos", "token")):
+        # "bias" by name: ISSM's b_T (`descriptor_bias`) is a bias of rank 2.
+        if any(word in name for word in ("pos", "token", "bias")):
             return False
         return leaf.ndim >= 2
 

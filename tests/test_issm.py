@@ -13,6 +13,7 @@ from ifdd_jax.models.issm import (
     reference_positions,
     resolve_index_range,
 )
+from ifdd_jax.optim import decay_mask
 
 T, H, W, C = 8, 3, 3, 6
 CONFIG = base_config("synthetic")  # the defaults of every ISSM field not given
@@ -306,3 +307,13 @@ def test_bad_inputs_raise_clear_errors():
         _issm().init(jax.random.key(0), jnp.zeros((2, T, C)))
     with pytest.raises(ValueError, match="even number of frames"):
         _issm().init(jax.random.key(0), _x(t=5))
+
+
+def test_paper_frame_bias_b_t_is_not_weight_decayed():
+    """b_T `[T, d_T]` is a bias of rank 2: the paper flavor's decay mask (weights only) must still
+    leave it out, and keep decaying W_T."""
+    x = jax.random.normal(jax.random.key(0), (1, 4, 4, 4, 8))
+    params = _issm(flavor="paper").init(jax.random.key(1), x)["params"]
+    mask = decay_mask(params, "paper")
+    assert mask["descriptor_bias"] is False
+    assert mask["descriptor_dense"]["kernel"] is True

@@ -57,29 +57,36 @@ def _attention(q, k, v, heads):
     return out
 
 
-def _operator(p, queries, context, heads, flavor):
-    """U(context | queries) or P(context | queries): Eqs. 6 and 8."""
+def _operator(p, queries, context, heads, flavor, mlp):
+    """U(context | queries) or P(context | queries): Eqs. 6 and 8, with `mlp` after the attention:
+    Linear-GELU-Linear ("mlp"), one Linear ("linear") or GELU(Linear) ("linear_gelu")."""
     c = queries.shape[-1]
     q = _dense(queries, p["q"])
     kv = _dense(context, p["kv"])
     k, v = kv[:, :c], kv[:, c:]
     a = _attention(q, k, v, heads)
     if flavor == "reference":
-        return _dense(a + v, p["project"])
-    return _gelu(_dense(a, p["project"]))
+        a = a + v
+    a = _dense(a, p["project"])
+    if mlp == "mlp":
+        return _dense(_gelu(a), p["project_out"])
+    return a if mlp == "linear" else _gelu(a)
 
 
-def _numpy_ladm(params, xs, xd, variant, flavor, heads):
-    """The module's computation transcribed in numpy, one sample at a time (eval mode)."""
+def _numpy_ladm(params, xs, xd, variant, flavor, heads, mlp=None):
+    """The module's computation transcribed in numpy, one sample at a time (eval mode). `mlp`
+    None: the flavor's (Linear-GELU-Linear paper, one Linear reference); the input LayerNorms
+    are applied where the module has them."""
+    mlp = mlp or ("mlp" if flavor == "paper" else "linear")
     feats, ys_all, yd_all = [], [], []
     for b in range(xs.shape[0]):
         s = np.asarray(xs[b]).reshape(-1, C)
         d = np.asarray(xd[b]).reshape(-1, C)
-        if flavor == "reference":
+        if "static_norm" in params:
             s = _layer_norm(s, params["static_norm"])
             d = _layer_norm(d, params["dynamic_norm"])
-        U = lambda q, ctx: _operator(params["updater"], q, ctx, heads, flavor)  # noqa: E731
-        P = lambda q, ctx: _operator(params["predictor"], q, ctx, heads, flavor)  # noqa: E731
+        U = lambda q, ctx: _operator(params["updater"], q, ctx, heads, flavor, mlp)  # noqa: E731
+        P = lambda q, ctx: _operator(params["predictor"], q, ctx, heads, flavor, mlp)  # noqa: E731
         if variant == "lifting":  # Y_S = X_S + U(X_D|X_S); Y_D = X_D - P(Y_S|X_D)
             ys = s + U(s, d)
             yd = d - P(d, ys)
@@ -108,11 +115,12 @@ def _numpy_ladm(params, xs, xd, variant, flavor, heads):
 
 
 def test_paper_lifting_hand_built():
-    """One sample, 2 tokens, 2 channels; zero query weights make the attention uniform, so each
-    operator returns GELU of the mean context token."""
+    """The equations read literally (no norm, GELU(Linear) after the attention). One sample,
+    2 tokens, 2 channels; zero query weights make the attention uniform, so each operator returns
+    GELU of the mean context token."""
     xs = jnp.array([[1.0, 0.0], [0.0, 1.0]]).reshape(1, 1, 1, 2, 2)
     xd = jnp.array([[2.0, 0.0], [0.0, 4.0]]).reshape(1, 1, 1, 2, 2)
-    module = _ladm(flavor="paper")
+    module = _ladm(flavor="paper", mlp="linear_gelu", norm="none")
     init_params = module.init(jax.random.key(0), xs, xd)["params"]
     eye = jnp.eye(2)
     op = dict(  # Eq. 6: W_Q, W_K, W_V without bias
@@ -137,6 +145,85 @@ def test_paper_lifting_hand_built():
     np.testing.assert_allclose(ys[0], [1.841345, 1.954500], atol=1e-5)
 
 
+def test_paper_default_lifting_hand_built():
+    """The paper flavor's defaults: LayerNorms on X_S and X_D, and Eq. 7's MLP as
+    Linear-GELU-Linear. Zero query weights make the attention uniform; the layer-normalised
+    tokens of each group are ±(1, -1), so their mean is 0 and the updater returns
+    MLP(0) = GELU(b1) W2 + b2."""
+    xs = jnp.array([[1.0, 0.0], [0.0, 1.0]]).reshape(1, 1, 1, 2, 2)
+    xd = jnp.array([[2.0, 0.0], [0.0, 4.0]]).reshape(1, 1, 1, 2, 2)
+    module = _ladm(flavor="paper")
+    init_params = module.init(jax.random.key(0), xs, xd)["params"]
+    eye = jnp.eye(2)
+    norm = dict(scale=jnp.ones(2), bias=jnp.zeros(2))
+    op = dict(
+        q=dict(kernel=jnp.zeros((2, 2))),
+        kv=dict(kernel=jnp.concatenate([eye, eye], axis=1)),
+        project=dict(kernel=eye, bias=jnp.array([1.0, -2.0])),
+        project_out=dict(kernel=-eye, bias=jnp.zeros(2)),
+    )
+    params = dict(
+        static_norm=norm,
+        dynamic_norm=norm,
+        updater=op,
+        predictor=op,
+        project_compress=jnp.array([[1.0], [0.5]]),
+    )
+    assert jax.tree.structure(params) == jax.tree.structure(init_params)
+    out = module.apply({"params": params}, xs, xd)
+
+    g = lambda v: 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0)))  # noqa: E731
+    ln = lambda t: (t - t.mean()) / math.sqrt(t.var() + 1e-5)  # noqa: E731  (per token)
+    ln_s = np.array([ln(np.array([1.0, 0.0])), ln(np.array([0.0, 1.0]))])  # ≈ ±(1, -1)
+    ln_d = np.array([ln(np.array([2.0, 0.0])), ln(np.array([0.0, 4.0]))])
+    mlp = lambda m: -np.array([g(m[0] + 1.0), g(m[1] - 2.0)])  # noqa: E731  GELU(m + b1)·(-I)
+    u = mlp(ln_d.mean(0))  # ≈ MLP(0) = -GELU([1, -2])
+    ys = ln_s + u
+    yd = ln_d - mlp(ys.mean(0))
+    np.testing.assert_allclose(out["static"].reshape(2, 2), ys, atol=1e-5)
+    np.testing.assert_allclose(out["dynamic"].reshape(2, 2), yd, atol=1e-5)
+    np.testing.assert_allclose(out["feature"][0], yd[0] + 0.5 * yd[1], atol=1e-5)
+    # By hand: gelu(1) = 0.841345, so the update's first channel is -0.841345, below the
+    # -0.17 floor of a GELU-last operator: corrections of either sign are possible.
+    np.testing.assert_allclose(u[0], -0.841345, atol=1e-5)
+
+
+def test_gelu_last_operator_corrections_are_nearly_one_signed():
+    """Why the paper flavor left GELU(Linear): with it no correction goes below GELU's minimum
+    (-0.17), with Linear-GELU-Linear they do."""
+    xs, xd = _groups(seed=3)
+    gelu_min = -0.1700
+    lows = {}
+    for mlp in ("linear_gelu", "mlp"):
+        module = _ladm(flavor="paper", mlp=mlp, norm="none")
+        params = module.init(jax.random.key(4), xs, xd)["params"]
+        out = module.apply({"params": params}, xs, xd)
+        lows[mlp] = float(jnp.min(out["static"] - xs.reshape(out["static"].shape)))
+    assert lows["linear_gelu"] >= gelu_min
+    assert lows["mlp"] < gelu_min
+
+
+@pytest.mark.parametrize(
+    "flavor,fields",
+    [
+        ("paper", {}),
+        ("paper", dict(mlp="linear_gelu", norm="none")),
+        ("paper", dict(mlp="linear", norm="input")),
+        ("reference", {}),
+        ("reference", dict(mlp="mlp")),
+    ],
+)
+def test_operator_and_norm_options_match_numpy_transcription(flavor, fields):
+    xs, xd = _groups(seed=1)
+    module = _ladm(flavor=flavor, num_heads=2, **fields)
+    params = module.init(jax.random.key(2), xs, xd)["params"]
+    out = module.apply({"params": params}, xs, xd, train=False)
+    ys, yd, feature = _numpy_ladm(params, xs, xd, "lifting", flavor, 2, fields.get("mlp"))
+    np.testing.assert_allclose(out["static"].reshape(ys.shape), ys, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(out["dynamic"].reshape(yd.shape), yd, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(out["feature"], feature, rtol=2e-4, atol=2e-5)
+
+
 @pytest.mark.parametrize("flavor", ["paper", "reference"])
 @pytest.mark.parametrize("variant", ["lifting", "predictor_first", "no_mutual", "none"])
 def test_matches_numpy_transcription(flavor, variant):
@@ -151,10 +238,21 @@ def test_matches_numpy_transcription(flavor, variant):
     np.testing.assert_allclose(out["feature"], feature, rtol=2e-4, atol=2e-5)
 
 
-def test_paper_flavor_has_no_norms_and_reference_has_the_released_layers():
+def test_flavor_layers_and_the_literal_paper_reading():
     xs, xd = _groups()
     paper = _ladm(flavor="paper").init(jax.random.key(0), xs, xd)["params"]
-    assert set(paper) == {"updater", "predictor", "project_compress"}
+    assert set(paper) == {
+        "static_norm",
+        "dynamic_norm",
+        "updater",
+        "predictor",
+        "project_compress",
+    }
+    assert set(paper["updater"]) == {"q", "kv", "project", "project_out"}
+    literal = _ladm(flavor="paper", mlp="linear_gelu", norm="none")
+    literal = literal.init(jax.random.key(0), xs, xd)["params"]
+    assert set(literal) == {"updater", "predictor", "project_compress"}
+    assert set(literal["updater"]) == {"q", "kv", "project"}
     ref = _ladm(flavor="reference").init(jax.random.key(0), xs, xd)["params"]
     assert set(ref) == {
         "positions",
@@ -165,6 +263,7 @@ def test_paper_flavor_has_no_norms_and_reference_has_the_released_layers():
         "refiner",
         "project_compress",
     }
+    assert set(ref["updater"]) == {"q", "kv", "project"}  # one Linear after the attention
     assert ref["positions"]["temporal_pos"].shape == (2 * TT, C)
     assert ref["project_compress"].shape == (TT * H * W, 1)
 
@@ -198,6 +297,8 @@ def test_linears_use_pytorch_default_init(flavor):
         "predictor/kv": c,
         "predictor/project": c,
     }
+    if flavor == "paper":  # Eq. 7's MLP: its second Linear
+        linears |= {"updater/project_out": c, "predictor/project_out": c}
     if flavor == "reference":
         linears |= {
             "refiner/qkv": c,
@@ -242,7 +343,8 @@ def test_paper_no_mutual_predicts_from_x_s_not_y_s():
         project=dict(kernel=eye, bias=jnp.zeros(2)),
     )
     params = dict(updater=op, predictor=op, project_compress=jnp.array([[1.0], [0.0]]))
-    out = _ladm(variant="no_mutual", flavor="paper").apply({"params": params}, xs, xd)
+    module = _ladm(variant="no_mutual", flavor="paper", mlp="linear_gelu", norm="none")
+    out = module.apply({"params": params}, xs, xd)
 
     g = lambda v: 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0)))  # noqa: E731
     x_s = np.array([[1.0, 0.0], [0.0, 1.0]])
@@ -260,7 +362,7 @@ def test_paper_no_mutual_predicts_from_x_s_not_y_s():
 
 def test_cnn_lifting_runs_with_batch_norm():
     xs, xd = _groups()
-    module = _ladm(variant="cnn", flavor="paper")
+    module = _ladm(variant="cnn", flavor="paper", norm="none")
     variables = module.init(jax.random.key(0), xs, xd)
     assert set(variables["params"]["updater"]) == {"conv0", "bn0", "conv1", "bn1"}
     out, updates = module.apply(variables, xs, xd, train=True, mutable=["batch_stats"])
@@ -289,3 +391,18 @@ def test_bad_inputs_raise_clear_errors():
         _ladm().init(jax.random.key(0), xs, xd[:, :1])
     with pytest.raises(ValueError, match="not divisible by num_heads"):
         _ladm(num_heads=3).init(jax.random.key(0), xs, xd)
+
+
+def test_a_saved_config_without_the_options_builds_the_modules_it_was_trained_with():
+    """Runs saved before ladm_mlp / ladm_norm existed: the paper flavor then had GELU(Linear) and
+    no norm, the reference flavor its present modules; their checkpoints must still load."""
+    xs, xd = _groups()
+    params = {}
+    for flavor in ("paper", "reference"):
+        old = base_config("synthetic")
+        old.flavor = flavor
+        del old.model["ladm_mlp"], old.model["ladm_norm"]
+        params[flavor] = builders.ladm(old).init(jax.random.key(0), xs, xd)["params"]
+        assert set(params[flavor]["updater"]) == {"q", "kv", "project"}
+    assert set(params["paper"]) == {"updater", "predictor", "project_compress"}
+    assert {"static_norm", "dynamic_norm"} <= set(params["reference"])

@@ -32,13 +32,27 @@ def issm(config: ml_collections.ConfigDict, trunk: str, **overrides) -> ISSM:
     return ISSM(**kwargs)
 
 
+# What a saved run's config without the field (written before it existed) was trained with:
+# ladm_mlp and ladm_norm came in with the paper flavor's reading of Eq. 7 and of the appendix's
+# LayerNorm; before that the paper flavor had GELU(Linear) and no norm, the reference the same
+# modules as now.
+_LEGACY_LADM = dict(
+    paper=dict(ladm_mlp="linear_gelu", ladm_norm="none"),
+    reference=dict(ladm_mlp="linear", ladm_norm="input"),
+)
+
+
 def ladm(config: ml_collections.ConfigDict, **overrides) -> LADM:
     m = config.model
+    legacy = _LEGACY_LADM.get(config.flavor, {})
     kwargs = dict(
         variant=m.ladm,
         flavor=config.flavor,
         num_heads=m.ladm_heads,
         drop_path=m.drop_path,
+        # None (a field left unset) takes the flavor's default; an absent field, the old modules.
+        mlp=m.get("ladm_mlp", legacy.get("ladm_mlp")),
+        norm=m.get("ladm_norm", legacy.get("ladm_norm")),
     )
     kwargs.update(overrides)
     return LADM(**kwargs)

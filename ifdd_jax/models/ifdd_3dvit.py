@@ -31,13 +31,14 @@ levels, stages 0/1/2 at 56²/28²/14² (96/192/384 channels), each compressed by
 conv; X is [B, 8, 14, 14, C_S]. "We also remove the class token of MViT-S" (appendix): the trunk
 has no class token at all (no parameter, no extra row in any attention or pooling LayerNorm), so
 the grid tokens attend only to each other. The patch embedding is torchvision's (time stride 2,
-no temporal pooling): T_X = T / 2, i.e. 16 for MAFW's 32 frames. The paper gives no C_S: we take
-C_S = 384, the width of the last stage used, which is how the released code picks its output
-width (dim[last stage]). ISSM uses d_T = 128 and D_c = 4 (the paper's value for 3DViT), LADM the
-paper's single-head lifting.
-This network is much smaller (14.0 M params; 30.1 GMACs counting Linear/conv layers) than the
-37.44 M the paper reports, which is the released (reference) network's size: the paper's cost
-figures describe the released model, not its own architecture description.
+no temporal pooling): T_X = T / 2, i.e. 16 for MAFW's 32 frames. C_S = 768: the appendix extracts
+"768-dimension feature vectors" from IFDD-3DViT (config_lib.TRUNK_DEFAULTS says why).
+ISSM uses d_T = 128 and D_c = 4 (the paper's value for 3DViT), LADM the paper's single-head
+lifting.
+This network is smaller (20.58 M params; 34.6 GMACs counting Linear/conv layers; C_S = 384 would
+give 14.3 M / 30.4 G) than the 37.44 M the paper reports, which is the released (reference)
+network's size: the paper's cost figures describe the released model, not its own architecture
+description.
 
 Vanilla baseline (`baseline_mvit`)
 ----------------------------------
@@ -70,9 +71,7 @@ from ifdd_jax.models.pyramid import PyramidAggregation
 REFERENCE_STAGES: tuple[int, ...] = (2, 3)
 PAPER_STAGES: tuple[int, ...] = (0, 1, 2)
 PAPER_NUM_BLOCKS = 8  # stages 0-2 of the 10-block backbone: depths [1, 2, 5]
-TRUNK = (
-    "mvit"  # the trunk family of config_lib.TRUNK_DEFAULTS (C_S 384 paper / 768 reference, D_c 4)
-)
+TRUNK = "mvit"  # the trunk family of config_lib.TRUNK_DEFAULTS (C_S 768, D_c 4)
 # The released backbone's stochastic depth: config.model.trunk_drop_path's default, and the
 # value for configs saved before that field existed.
 RELEASED_TRUNK_DROP_PATH = 0.2

@@ -38,12 +38,14 @@ Paper vs released code (`flavor`), written here once:
   {0, 1.79, 4.07, 6.36} / {0.64, 2.93, 5.21, 7} for T = 8, not the even/odd frames.
 * The released module also holds an unused `time_project` (Linear T->T, GELU, Linear T->1); the
   reference flavor creates its parameters so parameter counts and converted checkpoints line up.
-Where the paper is silent (initialisation, GELU in Eq. 1's conv) the paper flavor takes the
-released choice: offset Linears are trunc-normal(0.03) (the released AdaptSplit's init, zero
-bias), the convs of Eq. 1 keep PyTorch's default U(±1/sqrt(fan_in)) for weight *and* bias (the
-released 1×1 conv is not touched by AdaptSplit's init, which covers its Linears only; fan_in =
-in_channels·kernel area). W_T and b_T have no released counterpart: W_T is trunc-normal(0.02)
-(the released backbone's Linear init), b_T starts at zero.
+Eq. 1 names no activation after its conv, and the paper flavor has none (the LayerNorm follows the
+Linear); the released GELU belongs to the released 1×1 conv only. Where the paper is silent on
+initialisation the paper flavor takes the released choice: offset Linears are trunc-normal(0.03)
+(the released AdaptSplit's init, zero bias), the convs of Eq. 1 keep PyTorch's default
+U(±1/sqrt(fan_in)) for weight *and* bias (the released 1×1 conv is not touched by AdaptSplit's
+init, which covers its Linears only; fan_in = in_channels·kernel area). W_T and b_T have no
+released counterpart: W_T is trunc-normal(0.02) (the released backbone's Linear init), b_T starts
+at zero.
 """
 
 from __future__ import annotations

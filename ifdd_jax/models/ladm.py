@@ -21,11 +21,23 @@ T/2·H·W tokens (`project_compress`).
   * "none": no lifting, Y_S = X_S and Y_D = X_D (the "ISSM only" row).
 
 Paper vs released code (`flavor`), written here once:
-* The paper uses one head scaled by 1/sqrt(C) and an MLP (FC + GELU) after the attention. The
-  released code uses 8 heads (scale 1/sqrt(C/8)), adds the value tensor to the attention output
-  (A = softmax(QKᵀ)V + V) and applies a single Linear (no GELU) after it.
+* The operator after the attention (`mlp`, config.model.ladm_mlp). Eq. 7 reads "MLP denotes
+  stacked fully connected layer and GELU activation". The paper flavor takes the usual reading of
+  "stacked": "mlp", Linear(C -> C) -> GELU -> Linear(C -> C) (the paper gives no hidden width; C
+  keeps the operator's cost at two C×C layers). The released code applies one Linear after the
+  attention, its GELU commented out ("linear", the reference default). "linear_gelu",
+  GELU(Linear(·)), was this project's earlier paper reading: a GELU last makes every correction
+  nearly one-signed (>= -0.17 per element), a restriction a lifting predictor/updater should not
+  have, so it is kept only as an option.
+* The paper uses one head scaled by 1/sqrt(C); the released code uses 8 heads (scale
+  1/sqrt(C/8)) and adds the value tensor to the attention output (A = softmax(QKᵀ)V + V).
 * Eq. 6 writes Q = X W_Q, K = X W_K, V = X W_V: projections without bias. The released q/kv
   Linears have biases.
+* The LayerNorms on the inputs (`norm`, config.model.ladm_norm): the released code
+  layer-normalises X_S and X_D first ("WaveNorm", two LayerNorms, eps 1e-5), so Y_S = LN(X_S) + U.
+  The paper's equations have no norm, but its appendix twice computes Grad-CAM "after the
+  LayerNorm layer of LADM": its LADM has one. The only placement on record is the released one,
+  so both flavors default to "input" (LN(X_S), LN(X_D)); "none" is the equations read literally.
 * Initialisation: the released `WaveSF_trans_CLS` re-initialises none of its Linears (only
   AdaptSplit's Linears and the head get an init of their own), so every LADM Linear (q, kv,
   project, the refiner's qkv / proj / MLP, project_compress) keeps PyTorch's default: weight and
@@ -35,8 +47,6 @@ Paper vs released code (`flavor`), written here once:
   Y_D = X_D - P(X_S | X_S). The released code's version of this ablation (`WaveSF_trans_CLS_Self`,
   defined but never built by its FPN) runs the predictor on the *updated* static group,
   Y_D = X_D - P(Y_S | Y_S); the reference flavor reproduces that. Both use Y_S = X_S + U(X_D | X_D).
-* The released code layer-normalises X_S and X_D first ("WaveNorm", two LayerNorms, eps 1e-5), so
-  Y_S = LN(X_S) + U.
 * The paper only says Y_D is "flattened and projected by MLP". The released code first runs
   Y_D <- Y_D + SD(proj(MHSA(LN1(Y_D)))) and then Y_D <- SD(MLP(LN2(Y_D))) with **no residual around
   the MLP**, SD being whole-sample stochastic depth (p = 0.2; in training about 20 % of samples
@@ -64,6 +74,26 @@ from ifdd_jax.models.layers import (
 )
 
 VARIANTS = ("lifting", "predictor_first", "no_mutual", "cnn", "none")
+MLPS = ("mlp", "linear", "linear_gelu")  # the operator after a lifting attention
+NORMS = ("input", "none")  # LayerNorms on X_S and X_D before lifting, or none
+
+# Each flavor's `mlp` and `norm` (the module docstring gives the reasons).
+FLAVOR_DEFAULTS = dict(
+    paper=dict(mlp="mlp", norm="input"),
+    reference=dict(mlp="linear", norm="input"),
+)
+
+
+def resolve_options(flavor: str, mlp: str | None, norm: str | None) -> tuple[str, str]:
+    """(mlp, norm) with None replaced by the flavor's default; unknown values are an error."""
+    check_flavor(flavor)
+    mlp = mlp or FLAVOR_DEFAULTS[flavor]["mlp"]
+    norm = norm or FLAVOR_DEFAULTS[flavor]["norm"]
+    if mlp not in MLPS:
+        raise ValueError(f"LADM mlp must be one of {MLPS}, got {mlp!r}")
+    if norm not in NORMS:
+        raise ValueError(f"LADM norm must be one of {NORMS}, got {norm!r}")
+    return mlp, norm
 
 
 class LiftingAttention(nn.Module):
@@ -74,6 +104,7 @@ class LiftingAttention(nn.Module):
 
     num_heads: int
     flavor: str
+    mlp: str  # MLPS
 
     @nn.compact
     def __call__(self, queries: jax.Array, context: jax.Array) -> jax.Array:
@@ -86,8 +117,13 @@ class LiftingAttention(nn.Module):
         k, v = kv[..., :c], kv[..., c:]
         a = attend(q, k, v, self.num_heads)
         if self.flavor == "reference":
-            return torch_dense(c, c, "project")(a + v)
-        return gelu(torch_dense(c, c, "project")(a))
+            a = a + v  # the released value residual
+        a = torch_dense(c, c, "project")(a)
+        if self.mlp == "linear":
+            return a
+        if self.mlp == "linear_gelu":
+            return gelu(a)
+        return torch_dense(c, c, "project_out")(gelu(a))
 
 
 class ConvLifting(nn.Module):
@@ -157,6 +193,8 @@ class LADM(nn.Module):
     flavor: str
     num_heads: int | None  # None -> 1 (paper) or 8 (reference)
     drop_path: float  # whole-sample stochastic depth of the reference refinement
+    mlp: str | None = None  # MLPS; None -> FLAVOR_DEFAULTS
+    norm: str | None = None  # NORMS; None -> FLAVOR_DEFAULTS
 
     @nn.compact
     def __call__(self, static: jax.Array, dynamic: jax.Array, *, train: bool = False) -> dict:
@@ -171,10 +209,12 @@ class LADM(nn.Module):
         grid = static.shape
         b, c = grid[0], grid[-1]
         heads = self.num_heads or (1 if self.flavor == "paper" else 8)
+        mlp, norm = resolve_options(self.flavor, self.mlp, self.norm)
         xs = static.reshape(b, -1, c)
         xd = dynamic.reshape(b, -1, c)
         if self.flavor == "reference":
             _UnusedPositions(name="positions")(grid)
+        if norm == "input":
             xs = nn.LayerNorm(epsilon=1e-5, name="static_norm")(xs)
             xd = nn.LayerNorm(epsilon=1e-5, name="dynamic_norm")(xd)
 
@@ -185,8 +225,8 @@ class LADM(nn.Module):
         elif self.variant == "none":
             ys, yd = xs, xd
         else:
-            update = LiftingAttention(heads, self.flavor, name="updater")
-            predict = LiftingAttention(heads, self.flavor, name="predictor")
+            update = LiftingAttention(heads, self.flavor, mlp, name="updater")
+            predict = LiftingAttention(heads, self.flavor, mlp, name="predictor")
             if self.variant == "lifting":
                 ys = xs + update(xs, xd)
                 yd = xd - predict(xd, ys)

@@ -8,9 +8,12 @@ Augmentation follows the flavor (`FLAVOR_DATA_DEFAULTS`): the paper trains with 
 flip and random crop" only; the released recipe adds colour jitter (brightness, contrast,
 saturation and hue 0.4), mixup/cutmix (batch mode, α 0.8 / 1.0, switch 0.5) and label smoothing
 0.1. Those fields are placeholders (None) until `resolve_flavor_defaults(cfg, flavor)` fills the
-ones the user left unset, so an explicit override always wins. Both flavors share the crop
-(RandomResizedCrop, scale 0.5–1, aspect 3/4–4/3, the released parameters; the paper does not give
-its crop) and the flip probability 0.5.
+ones the user left unset, so an explicit override always wins. Both flavors share the crop ranges
+(scale 0.5–1, aspect 3/4–4/3, the released RandomResizedCrop's; the paper does not give its crop)
+and the flip probability 0.5. How the box is drawn in those ranges (`augment.crop_sampler`) is the
+flavor's: "torchvision" for the reference flavor (the distribution of the released code's
+RandomResizedCrop), "tf" (tf.image.sample_distorted_bounding_box) for the paper flavor, which only
+says "random crop" and keeps the sampler it has always used.
 
 `augment_on_device` (default False) moves all of it after decoding into the jitted train step
 (ifdd_jax/device_augment.py): the pipeline then yields uint8 clips at `stored_size` and labels.
@@ -59,6 +62,7 @@ def _common(name: str) -> ml_collections.ConfigDict:
             crop_scale_max=1.0,
             crop_ratio_min=3 / 4,
             crop_ratio_max=4 / 3,
+            crop_sampler=config_dict.placeholder(str),  # "torchvision" | "tf"
             brightness=config_dict.placeholder(float),
             contrast=config_dict.placeholder(float),
             saturation=config_dict.placeholder(float),
@@ -91,6 +95,7 @@ def _common(name: str) -> ml_collections.ConfigDict:
 # (section, field) -> value per flavor, for the fields left as placeholders in _common.
 FLAVOR_DATA_DEFAULTS = {
     "paper": {
+        ("augment", "crop_sampler"): "tf",
         ("augment", "brightness"): 0.0,
         ("augment", "contrast"): 0.0,
         ("augment", "saturation"): 0.0,
@@ -99,6 +104,7 @@ FLAVOR_DATA_DEFAULTS = {
         ("mix", "label_smoothing"): 0.0,
     },
     "reference": {
+        ("augment", "crop_sampler"): "torchvision",
         ("augment", "brightness"): 0.4,
         ("augment", "contrast"): 0.4,
         ("augment", "saturation"): 0.4,

@@ -102,6 +102,7 @@ def _augment_options(cfg: ml_collections.ConfigDict) -> AugmentOptions:
         flip_prob=a.flip_prob,
         crop_scale=(a.crop_scale_min, a.crop_scale_max),
         crop_ratio=(a.crop_ratio_min, a.crop_ratio_max),
+        crop_sampler=a.crop_sampler,
         brightness=a.brightness,
         contrast=a.contrast,
         saturation=a.saturation,

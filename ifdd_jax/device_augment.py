@@ -8,10 +8,17 @@ horizontal flip -> random resized crop to S × S (bilinear, antialiased) -> colo
 order) -> [0, 1] -> normalisation, then mixup/cutmix and label smoothing over the batch.
 
 Same distributions as the TF path, written for the accelerator:
-* the crop box follows tf.image.sample_distorted_bounding_box as the pipeline calls it: up to 10
-  attempts, aspect ratio w/h ~ U(ratio) (uniform, not log-uniform), crop height uniform over the
-  integers that keep the area in scale·H·W (so the area is not uniform), offsets uniform over
-  [0, H - h), and the whole frame when no attempt fits;
+* the crop box comes from one of two samplers (`config.data.augment.crop_sampler`), each drawing
+  CROP_ATTEMPTS candidates at once and keeping the first that fits:
+  - "torchvision" (the reference flavor; the released code's RandomResizedCrop.get_params): area
+    = H·W·U(scale), aspect w/h = exp(U(log ratio)), w and h rounded half to even, accepted when
+    1 <= w <= W and 1 <= h <= H, top-left uniform over every position that keeps the box inside;
+    with no candidate accepted, the central box of the frame's own aspect clamped to the ratio
+    range;
+  - "tf" (the paper flavor): tf.image.sample_distorted_bounding_box as the pipeline calls it:
+    aspect ratio w/h ~ U(ratio) (uniform, not log-uniform), crop height uniform over the integers
+    that keep the area in scale·H·W (so the area is not uniform), offsets uniform over [0, H - h),
+    and the whole frame when no attempt fits;
 * crop + resize is one weight matrix per axis (the triangle kernel widened by the downscale
   factor, over the crop's pixels only, normalised), i.e. tf.image.resize(bilinear, antialias) of
   the cropped frames, applied as two matmuls; the flip is the width matrix reversed;
@@ -25,6 +32,7 @@ the draws do not depend on how the batch is sharded over devices, and a resumed 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +45,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
 # Folded into the step's key so the augmentation stream is not the dropout stream.
 AUGMENT_STREAM = 0x61756780
-CROP_ATTEMPTS = 10  # max_attempts of the TF pipeline's sample_distorted_bounding_box
+# Candidate boxes per crop: torchvision's loop count and the TF pipeline's max_attempts alike.
+CROP_ATTEMPTS = 10
+CROP_SAMPLERS = ("torchvision", "tf")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +58,7 @@ class DeviceAugmentOptions:
     flip_prob: float = 0.5
     crop_scale: tuple[float, float] = (0.5, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    crop_sampler: str = "torchvision"  # one of CROP_SAMPLERS; see the module doc
     brightness: float = 0.4
     contrast: float = 0.4
     saturation: float = 0.4
@@ -56,6 +67,12 @@ class DeviceAugmentOptions:
     normalization: str = "unit"
     num_classes: int = 7
     mix: MixOptions = MixOptions()
+
+    def __post_init__(self) -> None:
+        if self.crop_sampler not in CROP_SAMPLERS:
+            raise ValueError(
+                f"crop_sampler must be one of {CROP_SAMPLERS}, got {self.crop_sampler!r}"
+            )
 
     @property
     def jitter_strengths(self) -> tuple[float, float, float, float]:
@@ -66,7 +83,8 @@ def options_from_config(config: ml_collections.ConfigDict) -> DeviceAugmentOptio
     """The options of a run's config (its flavor's augmentation already resolved)."""
     d = config.data
     a, m = d.augment, d.mix
-    unset = [k for k in ("brightness", "contrast", "saturation", "hue") if a[k] is None]
+    flavored = ("brightness", "contrast", "saturation", "hue", "crop_sampler")
+    unset = [k for k in flavored if a[k] is None]
     if unset or m.enabled is None or m.label_smoothing is None:
         raise ValueError(
             "the flavor's augmentation is unresolved: call ifdd_jax.recipe.resolve(config) first"
@@ -76,6 +94,7 @@ def options_from_config(config: ml_collections.ConfigDict) -> DeviceAugmentOptio
         flip_prob=float(a.flip_prob),
         crop_scale=(float(a.crop_scale_min), float(a.crop_scale_max)),
         crop_ratio=(float(a.crop_ratio_min), float(a.crop_ratio_max)),
+        crop_sampler=str(a.crop_sampler),
         brightness=float(a.brightness),
         contrast=float(a.contrast),
         saturation=float(a.saturation),
@@ -102,8 +121,9 @@ def step_key(run_key: jax.Array, step: jax.Array) -> jax.Array:
 # --- the crop box --------------------------------------------------------------------------------
 
 
-def _crop_attempts(key: jax.Array, height: int, width: int, scale, ratio) -> tuple:
-    """CROP_ATTEMPTS candidate boxes, each (top, left, h, w) int32 [A], and whether it fits [A]."""
+def _tf_crop_attempts(key: jax.Array, height: int, width: int, scale, ratio) -> tuple:
+    """CROP_ATTEMPTS candidate boxes of the "tf" sampler, each (top, left, h, w) int32 [A], and
+    whether it fits [A]."""
     k_ratio, k_h, k_y, k_x = jax.random.split(key, 4)
     a = CROP_ATTEMPTS
     ar = jax.random.uniform(k_ratio, (a,), minval=ratio[0], maxval=ratio[1])
@@ -140,19 +160,85 @@ def _crop_attempts(key: jax.Array, height: int, width: int, scale, ratio) -> tup
     return (top, left, h, w), ok
 
 
+def torchvision_fallback_box(
+    height: int, width: int, ratio: tuple[float, float]
+) -> tuple[int, int, int, int]:
+    """The "torchvision" sampler's box when no candidate fits: (top, left, h, w) of the central
+    box whose aspect is the frame's own clamped to the ratio range (the whole frame if inside)."""
+    lo, hi = min(ratio), max(ratio)
+    h, w = height, width
+    if width / height < lo:  # too tall: full width, the tallest box the range allows
+        h = round(width / lo)
+    elif width / height > hi:  # too wide: full height, the widest box the range allows
+        w = round(height * hi)
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _index_below(u: jax.Array, counts: jax.Array) -> jax.Array:
+    """int32, elementwise uniform over 0 .. counts - 1, from uniforms u in [0, 1) (counts >= 1);
+    the clamp catches u · counts rounding up to counts in float32."""
+    k = jnp.floor(u * counts.astype(jnp.float32)).astype(jnp.int32)
+    return jnp.minimum(k, counts - 1)
+
+
+def torchvision_box_from_uniforms(
+    u: jax.Array,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+) -> jax.Array:
+    """The "torchvision" sampler's box of an H × W frame from its uniforms.
+
+    Args:
+      u: float32 [..., 4, A] in [0, 1): per candidate (A = CROP_ATTEMPTS), the draws of its area
+        fraction, log aspect, top and left.
+    Returns:
+      int32 [..., 4] = (top, left, h, w): the first candidate that fits, else the fallback.
+
+    The candidates are independent, so keeping the first that fits among all of them has the
+    distribution of torchvision's loop, which stops at the first fit.
+    """
+    fraction = scale[0] + (scale[1] - scale[0]) * u[..., 0, :]
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = jnp.exp(log_lo + (log_hi - log_lo) * u[..., 1, :])
+    area = height * width * fraction
+    # jnp.round is half to even, as Python's round() in torchvision.
+    w = jnp.round(jnp.sqrt(area * aspect)).astype(jnp.int32)
+    h = jnp.round(jnp.sqrt(area / aspect)).astype(jnp.int32)
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    # Every start that keeps the box inside, the last one included (H - h + 1 choices); rejected
+    # candidates get a harmless range of one.
+    top = _index_below(u[..., 2, :], jnp.maximum(height - h + 1, 1))
+    left = _index_below(u[..., 3, :], jnp.maximum(width - w + 1, 1))
+    boxes = jnp.stack([top, left, h, w], axis=-1)  # [..., A, 4]
+    first = jnp.argmax(ok, axis=-1)  # the first True (argmax returns the first maximum)
+    chosen = jnp.take_along_axis(boxes, first[..., None, None], axis=-2)[..., 0, :]
+    fallback = jnp.array(torchvision_fallback_box(height, width, ratio), jnp.int32)
+    return jnp.where(jnp.any(ok, axis=-1)[..., None], chosen, fallback)
+
+
 def sample_crop_box(
     key: jax.Array,
     height: int,
     width: int,
     scale: tuple[float, float],
     ratio: tuple[float, float],
+    sampler: str,
 ) -> jax.Array:
     """One random resized crop box of an H × W frame: int32 [4] = (top, left, h, w).
 
-    The first of CROP_ATTEMPTS candidates that fits, else the whole frame (see the module doc).
+    The first of CROP_ATTEMPTS candidates of `sampler` that fits, else its fallback (see the
+    module doc). H and W are static, so the fallback box is a constant.
     """
-    (top, left, h, w), ok = _crop_attempts(key, height, width, scale, ratio)
-    first = jnp.argmax(ok)
+    if sampler == "torchvision":
+        # One draw for everything: uniforms scaled by hand compile far lighter than randint.
+        u = jax.random.uniform(key, (4, CROP_ATTEMPTS))
+        return torchvision_box_from_uniforms(u, height, width, scale, ratio)
+    if sampler != "tf":
+        raise ValueError(f"crop sampler must be one of {CROP_SAMPLERS}, got {sampler!r}")
+    (top, left, h, w), ok = _tf_crop_attempts(key, height, width, scale, ratio)
+    first = jnp.argmax(ok)  # the first True (argmax returns the first maximum)
     box = jnp.stack([top[first], left[first], h[first], w[first]])
     return jnp.where(jnp.any(ok), box, jnp.array([0, 0, height, width], jnp.int32))
 
@@ -298,7 +384,7 @@ def augment_clip(key: jax.Array, clip: jax.Array, opts: DeviceAugmentOptions) ->
     k_flip, k_crop, k_jitter = jax.random.split(key, 3)
     if opts.enabled:
         flip = jax.random.uniform(k_flip) < opts.flip_prob
-        box = sample_crop_box(k_crop, h0, w0, opts.crop_scale, opts.crop_ratio)
+        box = sample_crop_box(k_crop, h0, w0, opts.crop_scale, opts.crop_ratio, opts.crop_sampler)
     else:  # unaugmented: the whole frame, resized
         flip, box = jnp.asarray(False), jnp.array([0, 0, h0, w0], jnp.int32)
     x = jnp.clip(crop_flip_resize(clip, box, flip, opts.image_size) / 255.0, 0.0, 1.0)

@@ -60,7 +60,7 @@ def _tf_boxes(height: int, width: int, scale, ratio, seed: int) -> np.ndarray:
 
 def _jax_boxes(height: int, width: int, scale, ratio, seed: int) -> np.ndarray:
     keys = jax.random.split(jax.random.key(seed), NUM_BOXES)
-    sample = jax.vmap(lambda k: da.sample_crop_box(k, height, width, scale, ratio))
+    sample = jax.vmap(lambda k: da.sample_crop_box(k, height, width, scale, ratio, "tf"))
     return np.asarray(jax.jit(sample)(keys))
 
 

@@ -45,6 +45,10 @@ def _common(name: str) -> ml_collections.ConfigDict:
     c.image_size = 224  # H = W
     c.num_eval_views = 1  # V temporal views per clip at evaluation (logits averaged)
     c.short_clip_policy = "stretch"  # clips with fewer than T frames: "stretch" | "loop" | "skip"
+    # "segments" | "strided_window" (data_pipeline/sampling.py); None: the flavor's, see
+    # resolve_flavor_defaults (the released strided window for reference MAFW, else segments).
+    c.temporal_sampling = config_dict.placeholder(str)
+    c.window_stride = 2  # "strided_window": frames between samples (the released MAFW's)
     c.val_protocol = (
         "holdout"  # "holdout": stratified split of the training fold; "test": val = test
     )
@@ -128,6 +132,10 @@ def resolve_flavor_defaults(cfg: ml_collections.ConfigDict, flavor: str) -> dict
         if cfg[section][field] is None:
             cfg[section][field] = value
             filled[f"{section}.{field}"] = value
+    if cfg.get("temporal_sampling") is None:  # per dataset: only MAFW's released loader differs
+        released_window = flavor == "reference" and cfg.name == "mafw"
+        cfg.temporal_sampling = "strided_window" if released_window else "segments"
+        filled["temporal_sampling"] = cfg.temporal_sampling
     return filled
 
 

@@ -328,6 +328,7 @@ def build_datasets(
     t, size, views = cfg.num_frames, cfg.image_size, cfg.num_eval_views
     aug, mix = _augment_options(cfg), _mix_options(cfg)
     policy = cfg.short_clip_policy
+    temporal = sampling.options(cfg)  # segments, or the released MAFW strided window
     split_sources, skipped, excluded = host0_first(
         lambda: _split_sources(cfg, process_index, process_count),
         process_index,
@@ -356,7 +357,7 @@ def build_datasets(
     def process_train(epoch, position, elem):
         key = _key(seed, 1, epoch, position)
         keys = tf.random.experimental.stateless_split(key, 2)
-        idx = sampling.train_indices(elem["num_frames"], t, keys[0], policy)
+        idx = sampling.train_indices(elem["num_frames"], t, keys[0], policy, **temporal)
         if on_device:  # decoded uint8 at the stored size; the train step augments
             clip = tf.ensure_shape(
                 stored_clip(decode_frames(elem, idx), stored), [t, stored, stored, 3]
@@ -397,7 +398,10 @@ def build_datasets(
         return ds.prefetch(cfg.prefetch).with_options(_options(cfg))
 
     def process_eval(index, elem):
-        idx = sampling.eval_indices(elem["num_frames"], t, views, policy)  # [V, T]
+        # [V, T]; a strided window's start comes from the run's seed and the clip's index.
+        idx = sampling.eval_indices(
+            elem["num_frames"], t, views, policy, **temporal, seed=_key(seed, 3, index)
+        )
         frames = decode_frames(elem, tf.reshape(idx, [-1]))
         shape = tf.shape(frames)
         frames = tf.reshape(frames, tf.concat([[views, t], shape[1:]], 0))
@@ -456,6 +460,7 @@ def build_datasets(
         "split_seed": cfg.split_seed,
         "normalization": cfg.normalization,
         "short_clip_policy": policy,
+        "temporal_sampling": temporal,
         "short_clips_skipped": short,
         "skipped": skipped,
         "excluded": excluded,

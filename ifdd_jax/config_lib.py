@@ -158,33 +158,11 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
     config.eval_every_epochs = 1
     config.checkpoint_every_steps = 1000  # between evaluations
     config.keep_checkpoints = 3
+    # Stop after a validation whose accuracy (WAR as a fraction) is > this; None -> the flavor's
+    # (reference: 0.95, the released rule; paper: 1.0, which accuracy never exceeds: never).
+    config.early_stop_accuracy = config_dict.placeholder(float)
 
-    config.model = ml_collections.ConfigDict()
-    config.model.issm = "issm"  # even_odd | issm | entire | weighting
-    config.model.issm_init = "even_odd"  # even_odd | midpoint
-    # Allowable index range L: None -> T/2 (paper) or 2 (reference); a number or "T/k".
-    config.model.issm_range = config_dict.placeholder(str)
-    # What Eq. 3's offset Linear reads: "vec_a" (the paper's vec(A)) or "standardized" (vec(A)
-    # minus its mean over entries, over its std: the clip-dependent part at unit scale). Not a
-    # flavor difference: an option the dilution study measured (docs/dilution-study.md).
-    config.model.issm_offset_input = "vec_a"
-    # IFDD-2DCNN's Conv3d stem: temporal stride 2 halves T before the trunk (released and paper);
-    # 1 keeps every frame (X then has T frames, ISSM splits them into T/2 + T/2).
-    config.model.stem_temporal_stride = 2
-    config.model.ladm = "lifting"  # lifting | predictor_first | no_mutual | cnn | none
-    config.model.ladm_heads = config_dict.placeholder(int)  # None -> 1 (paper) or 8 (reference)
-    # The operator after each lifting attention (Eq. 7's "MLP"): mlp (Linear-GELU-Linear) |
-    # linear | linear_gelu; None -> mlp (paper) or linear (reference). models/ladm.py says why.
-    config.model.ladm_mlp = config_dict.placeholder(str)
-    # LayerNorms on X_S and X_D before lifting: input | none; None -> input (both flavors).
-    config.model.ladm_norm = config_dict.placeholder(str)
-    config.model.drop_path = 0.2  # whole-sample stochastic depth in the reference LADM
-    config.model.trunk_drop_path = 0.2  # MViT trunks' last-block stochastic depth (released)
-    config.model.head_dropout = 0.5
-    config.model.features = config_dict.placeholder(int)  # C_S of X; None -> TRUNK_DEFAULTS
-    config.model.width_multiplier = 1.0  # MobileNetV2 trunks' α (the paper uses 1.0)
-    config.model.similarity_dim = 128  # d_T of ISSM's Eq. 1 (paper flavor)
-    config.model.channel_compression = config_dict.placeholder(int)  # D_c; None -> TRUNK_DEFAULTS
+    config.model = _model_section()
 
     config.loss = ml_collections.ConfigDict()
     config.loss.lift = "tc"  # tc | thwc | off
@@ -193,6 +171,37 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
     config.loss.lift_reduction = config_dict.placeholder(str)  # over the batch: mean | sum
     config.best_metric = config_dict.placeholder(str)  # checkpoint criterion: uar (paper) | war
     return config
+
+
+def _model_section() -> ml_collections.ConfigDict:
+    """config.model: the network's fields, with the paper flavor's values or placeholders."""
+    model = ml_collections.ConfigDict()
+    model.issm = "issm"  # even_odd | issm | entire | weighting
+    model.issm_init = "even_odd"  # even_odd | midpoint
+    # Allowable index range L: None -> T/2 (paper) or 2 (reference); a number or "T/k".
+    model.issm_range = config_dict.placeholder(str)
+    # What Eq. 3's offset Linear reads: "vec_a" (the paper's vec(A)) or "standardized" (vec(A)
+    # minus its mean over entries, over its std: the clip-dependent part at unit scale). Not a
+    # flavor difference: an option the dilution study measured (docs/dilution-study.md).
+    model.issm_offset_input = "vec_a"
+    # IFDD-2DCNN's Conv3d stem: temporal stride 2 halves T before the trunk (released and paper);
+    # 1 keeps every frame (X then has T frames, ISSM splits them into T/2 + T/2).
+    model.stem_temporal_stride = 2
+    model.ladm = "lifting"  # lifting | predictor_first | no_mutual | cnn | none
+    model.ladm_heads = config_dict.placeholder(int)  # None -> 1 (paper) or 8 (reference)
+    # The operator after each lifting attention (Eq. 7's "MLP"): mlp (Linear-GELU-Linear) |
+    # linear | linear_gelu; None -> mlp (paper) or linear (reference). models/ladm.py says why.
+    model.ladm_mlp = config_dict.placeholder(str)
+    # LayerNorms on X_S and X_D before lifting: input | none; None -> input (both flavors).
+    model.ladm_norm = config_dict.placeholder(str)
+    model.drop_path = 0.2  # whole-sample stochastic depth in the reference LADM
+    model.trunk_drop_path = 0.2  # MViT trunks' last-block stochastic depth (released)
+    model.head_dropout = 0.5
+    model.features = config_dict.placeholder(int)  # C_S of X; None -> TRUNK_DEFAULTS
+    model.width_multiplier = 1.0  # MobileNetV2 trunks' α (the paper uses 1.0)
+    model.similarity_dim = 128  # d_T of ISSM's Eq. 1 (paper flavor)
+    model.channel_compression = config_dict.placeholder(int)  # D_c; None -> TRUNK_DEFAULTS
+    return model
 
 
 def model_setting(config: ml_collections.ConfigDict, key: str, trunk: str) -> Any:

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import csv
 import functools
+import importlib.metadata
+import importlib.util
 import json
 import os
+import platform
+import sys
 from collections.abc import Callable
 
 import jax
@@ -175,6 +179,63 @@ def results_dict(
         last_validation=None if val is None else dict(uar=val["uar"], war=val["war"]),
         recipe=recipe.describe(config),
         initialised_from=_init_description(config),
+        environment=environment(),
+    )
+
+
+# The distributions whose versions results.json records (TensorFlow apart: environment()).
+VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _tensorflow_version() -> str | None:
+    """The TensorFlow version, without importing it (the TF-free modules run where it is absent):
+    the loaded module's when a pipeline imported it, else the installed distribution's."""
+    module = sys.modules.get("tensorflow")
+    if module is not None:
+        return getattr(module, "__version__", None)
+    if importlib.util.find_spec("tensorflow") is None:
+        return None
+    # Wheels other than "tensorflow" install the same module (CPU-only builds, nightlies).
+    for distribution in ("tensorflow", "tensorflow-cpu", "tf-nightly"):
+        if (found := _version(distribution)) is not None:
+            return found
+    return None
+
+
+def _cpu_model() -> str | None:
+    """The host CPU's name: /proc/cpuinfo's "model name" (Linux on x86; ARM kernels may not
+    give it), else what `platform.processor()` says, else None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def environment() -> dict:
+    """Where a result was computed, for results.json: the CPU, JAX's devices, and the versions of
+    Python and of the packages that compute it (None for a package that is not installed)."""
+    device = jax.devices()[0]
+    versions = {name: _version(name) for name in VERSIONED_PACKAGES}
+    versions["tensorflow"] = _tensorflow_version()
+    versions["python"] = platform.python_version()
+    return dict(
+        cpu=_cpu_model(),
+        platform=device.platform,
+        device_kind=device.device_kind,
+        device_count=jax.device_count(),
+        process_count=jax.process_count(),
+        versions=versions,
     )
 
 

@@ -13,9 +13,12 @@ The run:
   3. trains, logging to TensorBoard and the console, validating every `eval_every_epochs` epochs
      (UAR, WAR, per-class recall, a confusion-matrix image) and checkpointing the latest few and the
      best by the flavor's validation metric (UAR paper, WAR reference; ifdd_jax/recipe.py);
-  4. evaluates the best checkpoint on the test split (logits averaged over each clip's views) and
+  4. stops early after a validation whose accuracy (WAR as a fraction) is above
+     `config.early_stop_accuracy` (the released rule, reference flavor: 0.95; paper: never);
+  5. evaluates the best checkpoint on the test split (logits averaged over each clip's views) and
      writes `results.json`.
-A non-finite loss or gradient is never applied: the step is recorded and the run stops with it.
+A non-finite loss or gradient is never applied: the step records it, the later steps go on, and
+the run stops with an error at the next log or validation step (`_check_finite`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import time
 
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
@@ -34,6 +38,9 @@ from ifdd_jax.models import build_model
 from ifdd_jax.optim import make_optimizer, steps_for
 from ifdd_jax.train_state import TrainState, create_state, load_initial_weights
 from ifdd_jax.train_step import make_train_step, train_keys
+
+# Where a run that stopped early records the step, so that rerunning it trains no further.
+EARLY_STOP_FILE = "early_stop.json"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -48,12 +55,21 @@ def _format_eta(seconds: float) -> str:
 
 
 def _check_finite(state: TrainState) -> None:
+    """Raises NonFiniteLossError when a step of the run had a non-finite loss or gradient.
+
+    The train step never applies such an update but keeps going (stopping it there would need a
+    device-to-host sync every step), so the finite steps between the bad one and this check
+    were applied; the message says how many.
+    """
     bad = int(jax.device_get(state.nonfinite_step))
     if bad >= 0:
+        done = int(jax.device_get(state.step))
         raise NonFiniteLossError(
-            f"the loss or a gradient became NaN/infinite at step {bad}; that update and the ones "
-            f"after it were not applied. Lower config.optim.lr, set config.optim.grad_clip, or "
-            f"check the input data."
+            f"the loss or a gradient became NaN/infinite at step {bad} (counting from 0); that "
+            f"update was skipped (parameters, batch statistics and optimizer state kept), then "
+            f"{done - bad - 1} more step(s) ran, any other non-finite one skipped too, until "
+            f"this check stopped the run after {done} steps. Lower config.optim.lr, set "
+            f"config.optim.grad_clip, or check the input data."
         )
 
 
@@ -84,6 +100,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     state = _resume(ckpt, state, data, mesh, config)
     start_step = int(jax.device_get(state.step))
+    stopped = _resumed_stop(workdir, start_step, config)  # a rerun of a stopped run stays stopped
     if start_step == 0 and is_main:
         writer.write_hparams(_flat_hparams(config))
 
@@ -96,11 +113,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _log_start(config, meta, steps_per_epoch, total_steps)
 
     train_metrics = None
-    last_val: dict | None = None
+    last_val: dict | None = stopped and stopped["validation"]
     t_start, s_start = time.time(), start_step
     try:
         with metric_writers.ensure_flushes(writer):
-            for step in range(start_step, total_steps):
+            for step in range(start_step, start_step if stopped else total_steps):
                 batch = sharding.global_batch(mesh, next(data.train), batch_keys)
                 state, m = step_fn(state, batch)
                 train_metrics = m if train_metrics is None else train_metrics.merge(m)
@@ -115,12 +132,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     train_metrics = None
 
                 if done % eval_every == 0 or done == total_steps:
-                    _check_finite(state)
                     with report.timed("eval"):
-                        last_val = evaluate.evaluate_split(
-                            state.variables(), model, data, "val", mesh, config
-                        )
-                    _record_val(writer, ckpt, done, state, data, config, last_val)
+                        last_val = _validate(writer, ckpt, done, state, model, data, mesh, config)
+                    if done < total_steps and early_stop_reached(last_val, config):
+                        stopped = _stop_early(workdir, done, last_val, config)
+                        break
                 elif done % config.checkpoint_every_steps == 0:
                     ckpt.save(done, state, data.train.get_state(), config)
     except BaseException:
@@ -130,7 +146,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise
 
     ckpt.wait()
-    results = _test_best(ckpt, state, model, data, mesh, config, writer, workdir, last_val)
+    results = _test_best(ckpt, state, model, data, mesh, config, writer, workdir, last_val, stopped)
     writer.flush()
     ckpt.close()
     return results
@@ -169,12 +185,71 @@ def _resume(ckpt, state: TrainState, data, mesh, config) -> TrainState:
     return state
 
 
-def _record_val(writer, ckpt, done: int, state: TrainState, data, config, report: dict) -> None:
-    """Writes a validation report and saves the step, offered to the best checkpoint."""
+def _validate(
+    writer, ckpt, done: int, state: TrainState, model, data, mesh, config: ml_collections.ConfigDict
+) -> dict:
+    """Validates the state after `done` steps, writes the report and saves the step, offered to
+    the best checkpoint; returns the report."""
+    _check_finite(state)  # never validate, or checkpoint as the best, a run that went non-finite
+    report = evaluate.evaluate_split(state.variables(), model, data, "val", mesh, config)
     evaluate.write_report(writer, done, "val", report, data.meta["class_names"])
     ckpt.save(
         done, state, data.train.get_state(), config, val_metrics=checkpointing.val_metrics(report)
     )
+    return report
+
+
+def released_val_accuracy(report: dict) -> np.float32:
+    """The validation accuracy the released trainer stops on: torchmetrics' micro precision of the
+    argmax predictions (correct / total: WAR as a fraction), a float32 as its tensors are."""
+    counts = np.asarray(report["confusion_matrix"], np.int64)
+    return np.float32(np.trace(counts)) / np.float32(counts.sum())
+
+
+def early_stop_reached(report: dict, config: ml_collections.ConfigDict) -> bool:
+    """The released trainer's `if max_val_p > 0.95: break` with `config.early_stop_accuracy` for
+    0.95 (None: never): strictly greater, in float32 (torch casts the Python number to the
+    tensor's dtype). The released code tests the best accuracy so far after every epoch; as the
+    run stops at the first validation above the threshold, testing each validation's own
+    accuracy right after it stops at the same point. Accuracy never exceeds 1, so a threshold of
+    1 or more never stops a run."""
+    threshold = config.get("early_stop_accuracy")
+    if threshold is None:
+        return False
+    return bool(released_val_accuracy(report) > np.float32(threshold))
+
+
+def _stop_early(workdir: str, done: int, report: dict, config) -> dict:
+    """Records (in `workdir/early_stop.json`) and logs that the run stops after `done` steps."""
+    accuracy = float(released_val_accuracy(report))
+    stopped = dict(
+        step=done, accuracy=accuracy, validation=dict(uar=report["uar"], war=report["war"])
+    )
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, EARLY_STOP_FILE), "w") as f:
+            json.dump(stopped, f, indent=2)
+    logging.info(
+        "Early stop after step %d: validation accuracy %.4f > config.early_stop_accuracy %g.",
+        done,
+        accuracy,
+        config.early_stop_accuracy,
+    )
+    return stopped
+
+
+def _resumed_stop(workdir: str, start_step: int, config) -> dict | None:
+    """The early stop recorded at `start_step` when the run resumes exactly there and the config's
+    threshold still stops it (rerunning a stopped run tests it again and trains no further; a
+    raised threshold lets it go on), else None."""
+    path = os.path.join(workdir, EARLY_STOP_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        stopped = json.load(f)
+    threshold = config.get("early_stop_accuracy")
+    if stopped["step"] != start_step or threshold is None:
+        return None
+    return stopped if np.float32(stopped["accuracy"]) > np.float32(threshold) else None
 
 
 def _log_train(
@@ -203,10 +278,20 @@ def _log_train(
 
 
 def _test_best(
-    ckpt, state, model, data, mesh, config, writer, workdir: str, last_val: dict | None
+    ckpt,
+    state,
+    model,
+    data,
+    mesh,
+    config,
+    writer,
+    workdir: str,
+    last_val: dict | None,
+    stopped: dict | None,
 ) -> dict:
     """Tests the best checkpoint (the final state when no validation happened), writes the
-    report and, on process 0, results.json; returns the results."""
+    report and, on process 0, results.json (with whether and where the run stopped early);
+    returns the results."""
     best = ckpt.restore_best(state, sharding.replicated(mesh), config)
     if best is None:  # no validation happened (total_steps == start_step): test the final state
         best_state, best_step = state, int(jax.device_get(state.step))
@@ -219,6 +304,11 @@ def _test_best(
     evaluate.write_report(writer, best_step, "test", test, meta["class_names"])
     results = evaluate.results_dict(
         config, meta, test, checkpoint_step=best_step, val=last_val, split="test"
+    )
+    results["early_stop"] = dict(
+        accuracy_above=config.get("early_stop_accuracy"),
+        stopped_after_step=stopped and stopped["step"],
+        val_accuracy=stopped and stopped["accuracy"],
     )
     if jax.process_index() == 0:
         evaluate.write_results(workdir, results, test.get("predictions"))

@@ -2,9 +2,11 @@
 end-to-end runs on a tiny synthetic set (events, checkpoints, results), exact resume, eval mode
 and the errors a user meets."""
 
+import importlib.util
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 
@@ -13,7 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifdd_jax import checkpointing, evaluate, input_pipeline, sharding, train, train_state
+from ifdd_jax import (
+    checkpointing,
+    evaluate,
+    input_pipeline,
+    recipe,
+    sharding,
+    train,
+    train_state,
+)
 from ifdd_jax import train_step as step_lib
 from ifdd_jax.config_lib import load_config_file
 from ifdd_jax.metrics import ConfusionMatrix, recall_report
@@ -170,22 +180,47 @@ def test_one_step_is_the_same_on_1_and_8_devices():
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
 
 
+def _host_copy(tree):
+    """A numpy copy of a state's tree (the step donates its input state)."""
+    return jax.tree.map(lambda x: np.array(x, copy=True), jax.device_get(tree))
+
+
 def test_a_non_finite_step_is_not_applied_and_stops_the_run():
+    """The bad step leaves parameters, batch statistics and optimizer state exactly as they were;
+    the finite step after it is applied; the next check stops the run and says so."""
     config = tiny_config()
     model = build_model(config)
     tx, _ = make_optimizer(config, steps_per_epoch=10, total_steps=100)
     mesh = sharding.make_mesh(jax.devices()[:1])
     state = train_state.create_state(model, tx, config, mesh)
-    before = jax.device_get(state.params)
     step = step_lib.make_train_step(model, tx, config, mesh)
+    # One finite step first, so the optimizer's moments and BatchNorm's running statistics are
+    # not at their initial values (a guard that reset them would show).
+    state, _ = step(state, sharding.global_batch(mesh, _batch(seed=2), step_lib.TRAIN_KEYS))
+    before = _host_copy((state.params, state.batch_stats, state.opt_state))
     bad = _batch()
     bad["clips"][0, 0, 0, 0, 0] = np.nan
-    state, _ = step(state, sharding.global_batch(mesh, bad, step_lib.TRAIN_KEYS))
+    state, metrics = step(state, sharding.global_batch(mesh, bad, step_lib.TRAIN_KEYS))
+    assert not np.isfinite(float(metrics.loss.compute()))
+    after_bad = _host_copy((state.params, state.batch_stats, state.opt_state))
+    assert int(state.nonfinite_step) == 1 and int(state.step) == 2
+    assert jax.tree.structure(before) == jax.tree.structure(after_bad)
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after_bad)):
+        assert np.all(np.isfinite(b))
+        np.testing.assert_array_equal(a, b)
+
     state, _ = step(state, sharding.global_batch(mesh, _batch(seed=1), step_lib.TRAIN_KEYS))
-    assert int(state.nonfinite_step) == 0 and int(state.step) == 2
-    after = jax.device_get(state.params)
-    assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
-    with pytest.raises(train.NonFiniteLossError, match="at step 0"):
+    after_good = _host_copy(state.params)
+    assert int(state.nonfinite_step) == 1 and int(state.step) == 3
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(after_good))
+    assert any(
+        np.any(a != b) for a, b in zip(jax.tree.leaves(before[0]), jax.tree.leaves(after_good))
+    )
+    with pytest.raises(
+        train.NonFiniteLossError,
+        match=r"at step 1 \(counting from 0\); that update was skipped .* then 1 more step\(s\) "
+        r"ran, .* after 3 steps",
+    ):
         train._check_finite(state)
 
 
@@ -322,6 +357,131 @@ def test_end_to_end_run_resume_and_eval(synthetic_root, tmp_path, monkeypatch):
         resumed_results["war"],
         resumed_results["confusion_matrix"],
     )
+
+
+# --- early stopping (the released trainer's rule) ----------------------------------------------
+
+
+def _released_stops(correct: int, total: int, threshold: float) -> bool:
+    """The released trainer's `if self.max_val_p > 0.95: break`, with `threshold` for 0.95:
+    max_val_p is torchmetrics' micro precision of the validation predictions, tp / (tp + fp)
+    = correct / total divided as float32 tensors, and torch compares a float32 tensor with a
+    Python number in float32."""
+    accuracy = np.float32(correct) / np.float32(total)
+    return bool(accuracy > np.float32(threshold))
+
+
+@pytest.mark.parametrize(
+    "correct,total,threshold,stops",
+    [
+        (19, 20, 0.95, False),  # exactly 0.95: strictly greater only
+        (39, 40, 0.95, True),
+        (20, 20, 0.95, True),
+        (20, 20, 1.0, False),  # accuracy never exceeds 1: 1.0 never stops
+        (1, 10, 0.1, False),  # float32(0.1) > 0.1: mixing float32 and float64 would stop here
+        # 0.95000001 in float64, but 95000001 is 95000000 in float32: the released code goes on.
+        (95_000_001, 100_000_000, 0.95, False),
+        (0, 8, 0.0, False),
+        (1, 8, 0.0, True),
+        (8, 8, None, False),  # unset: never
+    ],
+)
+def test_early_stop_is_the_released_rule(correct, total, threshold, stops):
+    counts = [[correct, total - correct], [0, 0]]
+    config = tiny_config(early_stop_accuracy=threshold)
+    assert train.early_stop_reached({"confusion_matrix": counts}, config) is stops
+    if threshold is not None:
+        assert _released_stops(correct, total, threshold) is stops
+
+
+def test_early_stop_defaults_by_flavor():
+    reference = load_config_file("configs/mafw.py:flavor=reference")
+    paper = load_config_file("configs/mafw.py:flavor=paper")
+    for config in (reference, paper):
+        assert config.early_stop_accuracy is None
+        recipe.resolve(config)
+    assert (reference.early_stop_accuracy, paper.early_stop_accuracy) == (0.95, 1.0)
+    assert recipe.describe(reference)["early_stop"] == "validation accuracy > 0.95"
+    assert recipe.describe(paper)["early_stop"] == "never"
+    explicit = load_config_file("configs/dfew.py:flavor=reference")
+    explicit.early_stop_accuracy = 1.0  # turns the released rule off
+    recipe.resolve(explicit)
+    assert explicit.early_stop_accuracy == 1.0
+
+
+def _latest_step(workdir: str) -> int:
+    folder = os.path.join(workdir, checkpointing.LATEST_DIR)
+    return max(int(s) for s in os.listdir(folder) if s.isdigit())
+
+
+def test_a_run_stops_early_tests_its_best_and_a_rerun_stays_stopped(synthetic_root, tmp_path):
+    """Validating every epoch (5 steps of the 6-step run) with threshold 0 (any correct clip),
+    the run stops after its first validation, tests the best checkpoint and records where it
+    stopped; the same command again trains no further; a threshold it never crosses (1.0) lets
+    the rerun go on to the end."""
+    workdir = str(tmp_path / "stop")
+
+    def config(threshold):
+        return tiny_run_config(synthetic_root, eval_every_epochs=1, early_stop_accuracy=threshold)
+
+    results = train.train_and_evaluate(config(0.0), workdir)
+    stop = results["early_stop"]
+    assert stop["accuracy_above"] == 0.0 and stop["stopped_after_step"] == 5
+    assert stop["val_accuracy"] > 0.0
+    np.testing.assert_allclose(stop["val_accuracy"], results["last_validation"]["war"] / 100)
+    assert results["checkpoint_step"] == 5 and _latest_step(workdir) == 5
+    on_disk = json.load(open(os.path.join(workdir, "results.json")))
+    assert on_disk["early_stop"] == stop and on_disk["num_clips"] > 0
+
+    again = train.train_and_evaluate(config(0.0), workdir)
+    assert _latest_step(workdir) == 5 and again["early_stop"] == stop
+    assert (again["uar"], again["war"]) == (results["uar"], results["war"])
+
+    on = train.train_and_evaluate(config(1.0), workdir)
+    assert _latest_step(workdir) == 6
+    assert on["early_stop"] == dict(accuracy_above=1.0, stopped_after_step=None, val_accuracy=None)
+
+
+# --- results.json ------------------------------------------------------------------------------
+
+
+def test_results_record_the_environment(run_dir):
+    """The shared tiny run's results.json names the CPU, the devices and the package versions."""
+    import flax
+    import jaxlib
+    import optax
+    import orbax.checkpoint
+    import tensorflow as tf
+
+    env = json.load(open(os.path.join(run_dir, "results.json")))["environment"]
+    device = jax.devices()[0]
+    assert (env["platform"], env["device_kind"]) == (device.platform, device.device_kind)
+    assert env["device_count"] == jax.device_count() == 8 and env["process_count"] == 1
+    with open("/proc/cpuinfo") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    assert env["cpu"] == (names[0] if names else platform.processor())
+    assert env["versions"] == {
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "orbax-checkpoint": orbax.checkpoint.__version__,
+        "numpy": np.__version__,
+        "tensorflow": tf.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def test_environment_without_tensorflow(monkeypatch):
+    """Machines without TensorFlow (the TF-free modules) record None for it."""
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorflow" else real_find_spec(name, *a),
+    )
+    assert evaluate.environment()["versions"]["tensorflow"] is None
 
 
 def _main(*args, timeout=300):

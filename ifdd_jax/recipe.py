@@ -15,6 +15,8 @@ except where marked [O].
 * batch and epochs. paper: 16 [O = R], 100 [P]. reference: 16, 100.
 * augmentation. paper: horizontal flip + random crop [P], crop ranges [R], TF's box sampler [O].
   reference: + colour jitter 0.4, mixup/cutmix, label smoothing 0.1, torchvision's box sampler.
+* temporal sampling. paper: uniform segments [O]. reference: uniform segments, except MAFW: the
+  released random 63-frame window read at stride 2, for training and evaluation alike.
 * dropout and drop path. paper: head 0.5, MViT trunks 0.2 [O = R]. reference: the same, + LADM's
   drop path 0.2.
 * validation split. paper: a 4:1 holdout of the training fold [P]. reference: the same [O]: the
@@ -131,6 +133,8 @@ def describe(config: ml_collections.ConfigDict) -> dict:
         augmentation=dict(
             enabled=a.enabled,
             flip_prob=a.flip_prob,
+            crop_sampler=a.get("crop_sampler"),
+            temporal_sampling=d.get("temporal_sampling"),
             crop_scale=[a.crop_scale_min, a.crop_scale_max],
             crop_ratio=[a.crop_ratio_min, a.crop_ratio_max],
             color_jitter=dict(

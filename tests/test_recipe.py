@@ -76,9 +76,15 @@ def test_config_json_and_recipe_record_the_resolved_values(tmp_path):
     assert described["checkpoint"]["criterion"] == "validation WAR"
     assert described["schedule"]["base_lr"] == pytest.approx(1e-4 * 16 / 32)
     assert described["augmentation"]["label_smoothing"] == 0.1
+    assert described["augmentation"]["crop_sampler"] == "torchvision"
+    assert described["augmentation"]["temporal_sampling"] == "segments"
     paper = load_config_file("configs/dfew.py")
     recipe.resolve(paper)
     assert recipe.describe(paper)["loss"]["formula"] == "mean_b CE_b + 1 * mean_b Huber_b"
+    assert recipe.describe(paper)["augmentation"]["crop_sampler"] == "tf"
+    mafw = load_config_file("configs/mafw.py:flavor=reference")
+    recipe.resolve(mafw)
+    assert recipe.describe(mafw)["augmentation"]["temporal_sampling"] == "strided_window"
 
 
 @pytest.mark.parametrize("metric, expected_step", [("war", 3), ("uar", 2)])

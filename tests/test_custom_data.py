@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from data_pipeline import custom, make_synthetic
+from data_pipeline.configs import resolve_flavor_defaults
 from data_pipeline.errors import DataError
 from data_pipeline.synthetic import SyntheticOptions, generate_custom
 from ifdd_jax.config_lib import load_config_file
@@ -129,9 +130,7 @@ def test_undecodable_video_is_named(clips_csv: str, tmp_path) -> None:
     config = _tiny_custom_config(path, tmp_path)
     config.data.data_dir = path
     config.data.on_bad_clip = "error"
-    config.data.mix.enabled, config.data.mix.label_smoothing = False, 0.0
-    a = config.data.augment
-    a.brightness = a.contrast = a.saturation = a.hue = 0.0
+    resolve_flavor_defaults(config.data, "paper")  # no jitter, no mixing, the TF crop sampler
     with pytest.raises(DataError, match="broken.mp4"):
         build_datasets(config.data, global_batch_size=8, eval_batch_size=8, seed=0)
 

@@ -177,7 +177,7 @@ def test_paper_flavor_uses_three_stages_to_14():
     model = build_model(config)
     variables = jax.eval_shape(lambda x: model.init(RNGS, x), FULL)
     out = jax.eval_shape(lambda v, x: model.apply(v, x), variables, FULL)
-    assert out["static"].shape == (1, 4, 14, 14, 384)
+    assert out["static"].shape == (1, 4, 14, 14, 768)  # C_S: the appendix's 768
     p = variables["params"]
     blocks = sorted(k for k in p["trunk"] if k.startswith("blocks_"))
     assert blocks == [f"blocks_{i}" for i in range(8)]
@@ -484,7 +484,7 @@ def test_reference_mafw_32_frames_give_8_token_frames():
     paper.input.num_frames = 32
     m = build_model(paper)
     o = jax.eval_shape(lambda x: m.apply(m.init(RNGS, x), x), clips)
-    assert o["static"].shape == (1, 8, 14, 14, 384)
+    assert o["static"].shape == (1, 8, 14, 14, 768)
 
 
 def test_reference_32_frame_clips_run_at_tiny_size():

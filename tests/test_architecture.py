@@ -9,10 +9,15 @@ is imported), function-level imports included:
   `# long: <reason>` comment on its `def` line or the line above says why;
 * an import inside a function says why it is deferred (`# deferred: <reason>` on the import or
   above its block of imports): only TensorFlow, torch and optional packages are imported late.
+  Precisely, a function-level import names one of LATE_PACKAGES, a package of an optional extra
+  of pyproject.toml, a third-party module of TENSORFLOW_BRIDGES, or a module of the packages
+  whose own top level imports one of those; the few deferrals outside that rule are listed with
+  their reason in LISTED_DEFERRALS.
 """
 
 import ast
 import os
+import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("ifdd_jax", "data_pipeline")
@@ -240,3 +245,166 @@ def test_function_level_imports_say_why():
     assert not sorted(set(silent)), (
         "imports inside functions without '# deferred: <reason>': " + str(sorted(set(silent)))
     )
+
+
+# --- what may be imported late ------------------------------------------------------------------
+
+# Slow to import (TensorFlow: seconds) or optional (torch): every other module stays usable without
+# paying for them.
+LATE_PACKAGES = frozenset({"tensorflow", "tensorflow_datasets", "torch", "torchvision"})
+
+# Third-party modules whose import imports TensorFlow, so deferring them defers TensorFlow.
+TENSORFLOW_BRIDGES = {"jax.experimental.jax2tf": "jax's TensorFlow converter"}
+
+# Deferrals outside the rule, each kept for its own reason: (file, imported module): why.
+LISTED_DEFERRALS = {
+    ("ifdd_jax/notebook.py", "IPython.display"): (
+        "IPython exists only inside a notebook kernel; show() falls back to printing the path"
+    ),
+    ("data_pipeline/synthetic.py", "cv2"): (
+        "OpenCV (a core dependency, under a second to import) only writes the synthetic videos, "
+        "and this module is imported by every training run through data_pipeline.pipeline"
+    ),
+    ("ifdd_jax/experiments/dilution.py", "ifdd_jax.models.registry"): (
+        "check_grid catches a registry that fails to import, so each cell reports the failure "
+        "instead of the whole command stopping"
+    ),
+}
+
+
+def _optional_packages() -> frozenset[str]:
+    """The import names of the packages of pyproject.toml's optional extras (the distribution
+    name lower-cased, '-' as '_'; a name that differs from its import name matches nothing, which
+    only makes the rule stricter)."""
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    names = set()
+    for requirements in extras.values():
+        for requirement in requirements:
+            name = requirement
+            for stop in "<>=!~;[ ":
+                name = name.split(stop)[0]
+            names.add(name.strip().lower().replace("-", "_"))
+    return frozenset(names)
+
+
+OPTIONAL_PACKAGES = _optional_packages()
+
+
+def _is_late_package(name: str) -> bool:
+    return name.split(".")[0] in LATE_PACKAGES | OPTIONAL_PACKAGES or any(
+        name == bridge or name.startswith(bridge + ".") for bridge in TENSORFLOW_BRIDGES
+    )
+
+
+def _top_level_imports(path: str) -> list[str]:
+    """The dotted names a module imports when it is imported: its import statements outside
+    function bodies (`from a import b` gives a and a.b)."""
+    names = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(child, ast.Import):
+                names.extend(alias.name for alias in child.names)
+            elif isinstance(child, ast.ImportFrom) and not child.level and child.module:
+                names.append(child.module)
+                names.extend(f"{child.module}.{alias.name}" for alias in child.names)
+            visit(child)
+
+    visit(_parse(path))
+    return names
+
+
+def _why_late(module: str, path: str, node: ast.AST) -> str | None:
+    """Why the function-level import `node` in `module` may be late, or None when it may not:
+    every name it imports is a late package or a package module importing one at its top level."""
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    elif node.level:
+        names = []  # relative: only package modules, resolved below
+    else:
+        names = [f"{node.module}.{alias.name}" for alias in node.names]
+    outside = [n for n in names if n.split(".")[0] not in PACKAGES]
+    if outside:
+        return "late package" if all(_is_late_package(n) for n in outside) else None
+    reasons = set()
+    for target in _imported(module, path, node):
+        late = [n for n in _top_level_imports(MODULES[target]) if _is_late_package(n)]
+        if not late:
+            return None
+        reasons.add(f"{target} imports {late[0]}")
+    return "; ".join(sorted(reasons)) or None
+
+
+def _function_imports() -> list[tuple[str, str, ast.AST]]:
+    """(file relative to the root, module, import node) of every import inside a function."""
+    found = []
+    for module, path in sorted(MODULES.items()):
+        for node in ast.walk(_parse(path)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if isinstance(inner, (ast.Import, ast.ImportFrom)):
+                        found.append((os.path.relpath(path, ROOT), module, inner))
+    return found
+
+
+def _imported_names(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    return [node.module or ""]
+
+
+def test_only_tensorflow_torch_and_optional_packages_are_imported_late():
+    listed_seen = set()
+    wrong = []
+    for path, module, node in _function_imports():
+        if _why_late(module, MODULES[module], node):
+            continue
+        listed = [
+            (path, name) for name in _imported_names(node) if (path, name) in LISTED_DEFERRALS
+        ]
+        if listed:
+            listed_seen.update(listed)
+            continue
+        wrong.append(f"{path}:{node.lineno}: {ast.unparse(node)}")
+    assert not wrong, (
+        "function-level imports of modules that are neither TensorFlow, torch, an optional "
+        "package nor a module importing one (move them to the top, or list them with a reason "
+        "in LISTED_DEFERRALS): " + str(sorted(set(wrong)))
+    )
+    # A listed deferral that is gone (moved to the top, or now within the rule) leaves the list.
+    assert set(LISTED_DEFERRALS) == listed_seen, set(LISTED_DEFERRALS) - listed_seen
+
+
+def test_the_late_import_rule_tells_the_cases_apart():
+    """The rule on written-out imports, so that a rule accepting everything cannot pass."""
+    module, path = "ifdd_jax.export.core", MODULES["ifdd_jax.export.core"]
+
+    def why(source: str) -> str | None:
+        return _why_late(module, path, ast.parse(source).body[0])
+
+    assert {"onnx", "onnxruntime", "gradio", "torch", "torchvision"} <= OPTIONAL_PACKAGES
+    for late in (
+        "import tensorflow as tf",
+        "from tensorflow_datasets.core import lazy_imports_lib",
+        "from torchvision.models.video import mvit",
+        "import onnxruntime",
+        "from jax.experimental import jax2tf",
+        "from data_pipeline.augment import IMAGENET_MEAN",  # imports TensorFlow at its top
+        "from ifdd_jax.export.onnx_lowering import to_onnx",  # imports onnx at its top
+        "from .onnx_lowering import to_onnx",
+    ):
+        assert why(late), late
+    for needless in (
+        "import json",
+        "import numpy as np",
+        "import cv2",  # a core dependency: late only where LISTED_DEFERRALS says why
+        "from jax.experimental import mesh_utils",
+        "import tensorflow, json",
+        "from data_pipeline.errors import DataError",
+        "from ifdd_jax.models.registry import MODELS",
+        "from . import portable",
+    ):
+        assert why(needless) is None, needless

@@ -187,9 +187,41 @@ def test_released_mafw_32_frame_state_dict_converts_without_resizing():
     assert spec["backbone.WaveLifts.adapt_split.offset_project_approx.0.weight"] == (4, 64)
     assert spec["backbone.WaveLifts.project_compress.weight"] == (1, 196)
     state = specs.random_state_dict(spec, seed=11)
-    new, report = load_into(_variables("ifdd_3dvit", frames=32), state, "ifdd_3dvit")
+    variables = _variables("ifdd_3dvit", frames=32)
+    # The released model's parameter count, as at 16 frames (index buffers aside).
+    assert abs(sum(x.size for x in jax.tree.leaves(variables["params"])) - 37.577e6) < 1e3
+    new, report = load_into(variables, state, "ifdd_3dvit")
     assert report.ok and not report.resized and not report.not_loaded
-    _check_every_loaded_value(state, new, report)
+    # Where the temporal tensors land, written out rather than taken from the report.
+    wl, split = "backbone.WaveLifts.", "backbone.WaveLifts.adapt_split."
+    _eq(new, "params/ladm/positions/temporal_pos", state[wl + "temporal_pos"])
+    _eq(new, "params/ladm/project_compress", state[wl + "project_compress.weight"].T)
+    _eq(new, "params/issm/static_offset/kernel", state[split + "offset_project_approx.0.weight"].T)
+    _eq(new, "params/issm/dynamic_offset/kernel", state[split + "offset_project_detail.0.weight"].T)
+    _eq(new, "params/issm/time_project/layer0_kernel", state[split + "time_project.0.weight"].T)
+    _eq(new, "params/issm/time_project/layer2_kernel", state[split + "time_project.2.weight"].T)
+    _eq(new, "params/issm/dim_project/kernel", _conv2d(state[split + "dim_project.0.weight"]))
+    for i in range(10):
+        _eq(
+            new,
+            f"params/trunk/blocks_{i}/attn/rel_pos_t",
+            state[f"backbone.backbone.blocks.{i}.attn.rel_pos_t"],
+        )
+    _eq(
+        new,
+        "params/trunk/conv_proj/kernel",
+        state["embed.conv_proj.weight"].transpose(2, 3, 4, 1, 0),
+    )
+    _eq(new, "params/head/logits/kernel", state["head.head.1.weight"].T)
+    # The 32-frame checkpoint has the 16-frame one's shapes, so its tensors must land in the DFEW
+    # model (placement written out in test_released_ifdd_state_dict_fills_every_parameter)
+    # exactly where they land in the 32-frame one, every leaf.
+    assert spec == specs.ifdd_spec(num_classes=7)
+    dfew, _ = load_into(_variables("ifdd_3dvit"), state, "ifdd_3dvit")
+    flat_dfew = jax.tree_util.tree_leaves_with_path(dfew)
+    assert jax.tree.structure(dfew) == jax.tree.structure(new)
+    for (path, a), b in zip(flat_dfew, jax.tree.leaves(new), strict=True):
+        np.testing.assert_array_equal(b, a, err_msg=jax.tree_util.keystr(path))
 
 
 def test_missing_wrong_shape_and_unexpected_keys_are_errors_by_name():

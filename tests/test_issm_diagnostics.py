@@ -174,17 +174,40 @@ def trained_80_steps(tmp_path_factory):
 
 
 def test_trained_issm_indices_depend_on_the_clips_motion(trained_80_steps):
-    """After training, clips with different motion are read at different positions. Control:
-    the same weights with the offset Linears' kernels zeroed (offsets from the bias alone, i.e. a
-    learned but fixed split) read every clip at the same positions."""
+    """After training, clips with different motion are read at different positions.
+
+    Controls, each able to fail: the run's own initialisation (the seed's θ₀, what training
+    started from) reads the same clips at nearly the same positions, so the spread is learned
+    rather than something any weights show; and with the offset Linears' kernels zeroed (a
+    learned but fixed split) every clip is read where the learned biases alone put it,
+    clip(I₀ + L·tanh(b), 0, T_X - 1), written out here from the checkpoint."""
     trained = issm_diagnostics.load_run(trained_80_steps)
-    assert trained.config.model.issm == "issm" and trained.config.flavor == "paper"
+    config = trained.config
+    assert config.model.issm == "issm" and config.flavor == "paper"
     assert trained.step == 80
     clips = _motion_clips()
 
-    def spread(variables: dict) -> float:
-        d = issm_diagnostics.diagnose_clips(trained.model, variables, clips)["indices"]
+    def indices(variables: dict) -> dict:
+        return issm_diagnostics.diagnose_clips(trained.model, variables, clips)["indices"]
+
+    def spread(d: dict) -> float:
         return (d["static_std_mean"] + d["dynamic_std_mean"]) / 2
 
-    assert spread(trained.variables) > 0.01  # frames; 0.04 when this test was written
-    assert spread(_offset_kernels_zeroed(trained.variables)) < 1e-6
+    learned = spread(indices(trained.variables))
+    assert learned > 0.01  # frames; 0.04 when this test was written
+
+    # θ₀ as the trainer made it (same seed and key split as param_movement.initial_params).
+    init_rng, dropout_rng, _ = jax.random.split(jax.random.key(config.seed), 3)
+    rngs = {"params": init_rng, "dropout": dropout_rng}
+    initial = train_state.init_variables(trained.model, config, rngs)
+    assert spread(indices(initial)) < 0.001  # 1e-5 when this test was written
+
+    # Bias only: T_X = 4 frames of X, L = T_X / 2 (the paper's range), I₀ = even / odd frames.
+    fixed = indices(_offset_kernels_zeroed(trained.variables))
+    issm_params = trained.variables["params"]["issm"]
+    frames_x, limit = 4, 2.0
+    for group, first in (("static", 0.0), ("dynamic", 1.0)):
+        bias = np.asarray(issm_params[f"{group}_offset"]["bias"], np.float64)
+        expected = np.clip(np.arange(first, frames_x, 2) + limit * np.tanh(bias), 0, frames_x - 1)
+        assert fixed[f"{group}_std_mean"] < 1e-6  # the same positions for every clip
+        np.testing.assert_allclose(fixed[f"{group}_mean"], expected, atol=2e-4)
